@@ -1,0 +1,548 @@
+//! The churn engine: stream time, the pending-event buffer, the timer index, the
+//! customer-state cache and status-change emission.
+//!
+//! The engine is pure: it reads no clock and does no I/O. Time comes from the records
+//! (event times and tick records); customer state it does not hold in memory is asked
+//! of a [`CustomerSource`] (the store in production, a map in tests), and what it
+//! changed is handed back through [`Engine::take_dirty`] for the caller to persist.
+//!
+//! Semantics:
+//! - *Stream time* (the watermark) is the largest record time seen minus the allowed
+//!   lateness. Events newer than stream time wait in a buffer; when stream time passes
+//!   them they are applied in event-time order (ties by event id), interleaved with due
+//!   timers. So the same events in any arrival order within the lateness give the same
+//!   states and the same status changes.
+//! - Every customer has at most one timer: the next instant their status can change
+//!   without an event. Timers fire when stream time reaches them, at their own instant.
+//! - A *late* event (not newer than stream time) is applied at once; if the status it
+//!   implies now differs from the one published, a correcting change is emitted at the
+//!   current stream time.
+
+use crate::event::{Event, Input};
+use crate::policy::Policy;
+use crate::state::CustomerState;
+use crate::status::{
+    change_id, recommended_actions, Level, Lifecycle, Reason, Status, StatusChange, Tier, Trigger,
+};
+use crate::time::Ts;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// Where the engine gets customer state it does not hold in memory.
+pub trait CustomerSource {
+    /// The error loading can fail with.
+    type Error;
+    /// The stored state of a customer, if any.
+    fn load(&self, customer_id: &str) -> Result<Option<CustomerState>, Self::Error>;
+}
+
+/// A source that knows no customers: for engines that keep everything in memory.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoSource;
+
+impl CustomerSource for NoSource {
+    type Error = std::convert::Infallible;
+    fn load(&self, _: &str) -> Result<Option<CustomerState>, Self::Error> {
+        Ok(None)
+    }
+}
+
+/// Running totals, persisted with the engine.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Customer events received (including duplicates and late ones).
+    pub events: u64,
+    /// Tick records received.
+    pub ticks: u64,
+    /// Events ignored because their event id was already applied.
+    pub duplicates: u64,
+    /// Events that arrived after stream time had passed them.
+    pub late: u64,
+    /// Timers fired.
+    pub timers_fired: u64,
+    /// Status changes emitted.
+    pub status_changes: u64,
+    /// Status changes by new level ([`Level::ALL`] order).
+    pub changes_by_level: [u64; 4],
+    /// Correcting changes caused by late events.
+    pub corrections: u64,
+    /// Customers with a status, by level.
+    pub customers_by_level: [u64; 4],
+    /// Customers with a status, by lifecycle ([`Lifecycle::ALL`] order).
+    pub customers_by_lifecycle: [u64; 4],
+    /// Customers with a status, by tier ([`Tier::ALL`] order).
+    pub customers_by_tier: [u64; 3],
+    /// Customers ever seen.
+    pub customers: u64,
+}
+
+impl Counters {
+    fn count_status(&mut self, s: &Status, delta: i64) {
+        let add = |v: &mut u64| *v = v.saturating_add_signed(delta);
+        add(&mut self.customers_by_level[s.level as usize]);
+        add(&mut self.customers_by_lifecycle[s.lifecycle as usize]);
+        add(&mut self.customers_by_tier[s.tier as usize]);
+    }
+}
+
+/// The engine's own persisted state (besides customers and timers).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EngineMeta {
+    /// Largest record time seen.
+    pub max_seen: Option<Ts>,
+    /// Stream time.
+    pub watermark: Option<Ts>,
+    /// Events waiting for stream time to pass them.
+    pub pending: Vec<Event>,
+    /// Totals.
+    pub counters: Counters,
+}
+
+struct Entry {
+    state: CustomerState,
+    dirty: bool,
+    persisted_deadline: Option<Ts>,
+}
+
+/// What changed since the last [`Engine::take_dirty`], to persist atomically.
+#[derive(Debug, Default)]
+pub struct Dirty {
+    /// Changed customer states.
+    pub customers: Vec<CustomerState>,
+    /// Timer entries to delete.
+    pub timers_removed: Vec<(Ts, String)>,
+    /// Timer entries to add.
+    pub timers_added: Vec<(Ts, String)>,
+    /// The engine meta to store.
+    pub meta: EngineMeta,
+}
+
+/// The churn engine.
+pub struct Engine {
+    policy: Policy,
+    max_seen: Option<Ts>,
+    watermark: Option<Ts>,
+    pending: BTreeMap<(Ts, String), Event>,
+    timers: BTreeSet<(Ts, String)>,
+    cache: HashMap<String, Entry>,
+    counters: Counters,
+}
+
+impl Engine {
+    /// A fresh engine.
+    pub fn new(policy: Policy) -> Self {
+        Self::restore(policy, EngineMeta::default(), Vec::new())
+    }
+
+    /// An engine resumed from persisted meta and timer entries.
+    pub fn restore(policy: Policy, meta: EngineMeta, timers: Vec<(Ts, String)>) -> Self {
+        Engine {
+            policy,
+            max_seen: meta.max_seen,
+            watermark: meta.watermark,
+            pending: meta
+                .pending
+                .into_iter()
+                .map(|e| ((e.event_time, e.event_id.clone()), e))
+                .collect(),
+            timers: timers.into_iter().collect(),
+            cache: HashMap::new(),
+            counters: meta.counters,
+        }
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Current stream time.
+    pub fn watermark(&self) -> Option<Ts> {
+        self.watermark
+    }
+
+    /// Totals so far.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Timers pending.
+    pub fn timers_pending(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// Events buffered until stream time passes them.
+    pub fn pending_events(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Customers held in memory.
+    pub fn cached_customers(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// A customer's state if held in memory.
+    pub fn cached(&self, customer_id: &str) -> Option<&CustomerState> {
+        self.cache.get(customer_id).map(|e| &e.state)
+    }
+
+    /// Feeds one record; status changes are appended to `out`.
+    pub fn process<S: CustomerSource>(
+        &mut self,
+        input: Input,
+        src: &S,
+        out: &mut Vec<StatusChange>,
+    ) -> Result<(), S::Error> {
+        match input {
+            Input::Tick(t) => {
+                self.counters.ticks += 1;
+                self.observe(t);
+            }
+            Input::Event(e) => {
+                self.counters.events += 1;
+                if self.watermark.is_some_and(|w| e.event_time <= w) {
+                    self.counters.late += 1;
+                    self.on_late(e, src, out)?;
+                } else {
+                    let t = e.event_time;
+                    let key = (t, e.event_id.clone());
+                    if self.pending.contains_key(&key) {
+                        self.counters.duplicates += 1;
+                    } else {
+                        self.pending.insert(key, e);
+                    }
+                    self.observe(t);
+                }
+            }
+        }
+        self.advance(src, out)
+    }
+
+    /// End of input: stream time jumps to the largest time seen (no more lateness to
+    /// wait for), releasing every buffered event and due timer.
+    pub fn flush<S: CustomerSource>(
+        &mut self,
+        src: &S,
+        out: &mut Vec<StatusChange>,
+    ) -> Result<(), S::Error> {
+        if let Some(m) = self.max_seen {
+            if self.watermark.is_none_or(|w| w < m) {
+                self.watermark = Some(m);
+            }
+        }
+        self.advance(src, out)
+    }
+
+    fn observe(&mut self, t: Ts) {
+        if self.max_seen.is_none_or(|m| t > m) {
+            self.max_seen = Some(t);
+            let w = Ts(t.0.saturating_sub(self.policy.lateness_ms()));
+            if self.watermark.is_none_or(|old| w > old) {
+                self.watermark = Some(w);
+            }
+        }
+    }
+
+    fn advance<S: CustomerSource>(
+        &mut self,
+        src: &S,
+        out: &mut Vec<StatusChange>,
+    ) -> Result<(), S::Error> {
+        let Some(w) = self.watermark else {
+            return Ok(());
+        };
+        loop {
+            let ev = self.pending.keys().next().filter(|k| k.0 <= w).map(|k| k.0);
+            let tm = self.timers.first().filter(|k| k.0 <= w).map(|k| k.0);
+            match (ev, tm) {
+                (None, None) => return Ok(()),
+                (Some(e), t) if t.is_none_or(|t| e <= t) => {
+                    let (_, event) = self.pending.pop_first().expect("peeked");
+                    self.on_event(event, src, out)?;
+                }
+                _ => {
+                    let (at, customer) = self.timers.pop_first().expect("peeked");
+                    self.on_timer(at, &customer, src, out)?;
+                }
+            }
+        }
+    }
+
+    fn entry<S: CustomerSource>(
+        &mut self,
+        e: &Event,
+        src: &S,
+    ) -> Result<&mut Entry, S::Error> {
+        if !self.cache.contains_key(&e.customer_id) {
+            let loaded = src.load(&e.customer_id)?;
+            let entry = match loaded {
+                Some(state) => Entry {
+                    persisted_deadline: state.next_deadline,
+                    state,
+                    dirty: false,
+                },
+                None => {
+                    self.counters.customers += 1;
+                    Entry {
+                        state: CustomerState::new(&e.customer_id, &e.dealer_id),
+                        dirty: true,
+                        persisted_deadline: None,
+                    }
+                }
+            };
+            self.cache.insert(e.customer_id.clone(), entry);
+        }
+        Ok(self.cache.get_mut(&e.customer_id).expect("inserted"))
+    }
+
+    fn on_event<S: CustomerSource>(
+        &mut self,
+        e: Event,
+        src: &S,
+        out: &mut Vec<StatusChange>,
+    ) -> Result<(), S::Error> {
+        let policy = self.policy.clone();
+        let entry = self.entry(&e, src)?;
+        if !entry.state.apply(&e, &policy) {
+            self.counters.duplicates += 1;
+            return Ok(());
+        }
+        entry.dirty = true;
+        let extra = if e.is_visit() {
+            Some(Reason {
+                code: "visited".into(),
+                text: format!(
+                    "{} on {}",
+                    if e.type_name() == "repair_order" { "repair order" } else { "visit" },
+                    e.event_time.to_date_string()
+                ),
+            })
+        } else {
+            None
+        };
+        self.evaluate(&e.customer_id, e.event_time, Trigger::Event, false, extra, out);
+        Ok(())
+    }
+
+    fn on_late<S: CustomerSource>(
+        &mut self,
+        e: Event,
+        src: &S,
+        out: &mut Vec<StatusChange>,
+    ) -> Result<(), S::Error> {
+        let w = self.watermark.expect("late implies a watermark");
+        let policy = self.policy.clone();
+        let entry = self.entry(&e, src)?;
+        if !entry.state.apply(&e, &policy) {
+            self.counters.duplicates += 1;
+            return Ok(());
+        }
+        entry.dirty = true;
+        let extra = Reason {
+            code: "late_event".into(),
+            text: format!(
+                "{} of {} arrived after stream time {}; status recomputed",
+                e.type_name(),
+                e.event_time.to_rfc3339(),
+                w.to_rfc3339()
+            ),
+        };
+        self.evaluate(&e.customer_id, w, Trigger::Event, true, Some(extra), out);
+        Ok(())
+    }
+
+    fn on_timer<S: CustomerSource>(
+        &mut self,
+        at: Ts,
+        customer: &str,
+        src: &S,
+        out: &mut Vec<StatusChange>,
+    ) -> Result<(), S::Error> {
+        if !self.cache.contains_key(customer) {
+            match src.load(customer)? {
+                Some(state) => {
+                    self.cache.insert(
+                        customer.to_string(),
+                        Entry {
+                            persisted_deadline: state.next_deadline,
+                            state,
+                            dirty: false,
+                        },
+                    );
+                }
+                None => return Ok(()),
+            }
+        }
+        let entry = self.cache.get_mut(customer).expect("present");
+        if entry.state.next_deadline != Some(at) {
+            return Ok(()); // stale entry
+        }
+        // The timer entry is consumed; evaluate() sets the next one.
+        entry.state.next_deadline = None;
+        entry.dirty = true;
+        self.counters.timers_fired += 1;
+        self.evaluate(customer, at, Trigger::Timer, false, None, out);
+        Ok(())
+    }
+
+    /// Re-assesses a cached customer at `t`, emits a change if the status differs, and
+    /// re-arms the customer's timer.
+    fn evaluate(
+        &mut self,
+        customer: &str,
+        t: Ts,
+        trigger: Trigger,
+        correction: bool,
+        extra: Option<Reason>,
+        out: &mut Vec<StatusChange>,
+    ) {
+        let dwell = self.policy.dwell_ms();
+        let entry = self.cache.get_mut(customer).expect("cached before evaluate");
+        let state = &mut entry.state;
+        let Some(a) = state.assess(t, &self.policy) else {
+            set_deadline(&mut self.timers, state, None);
+            return;
+        };
+        let mut extra_deadline = None;
+        match state.status {
+            None if a.status.level == Level::Normal => {
+                state.status = Some(a.status);
+                state.status_since = Some(t);
+                self.counters.count_status(&a.status, 1);
+            }
+            Some(prev) if prev == a.status => {}
+            prev => {
+                let since = state.status_since.unwrap_or(Ts(i64::MIN));
+                if prev.is_some() && !correction && t.0 < since.0.saturating_add(dwell) {
+                    extra_deadline = Some(Ts(since.0 + dwell));
+                } else {
+                    let from = prev.unwrap_or(Status {
+                        level: Level::Normal,
+                        lifecycle: Lifecycle::Active,
+                        tier: a.status.tier,
+                    });
+                    let mut reasons = a.reasons.clone();
+                    if let Some(x) = extra {
+                        reasons.push(x);
+                    }
+                    let last = state.last_visit.expect("assessed implies a visit");
+                    out.push(StatusChange {
+                        event_id: change_id(customer, t, &from, &a.status, trigger),
+                        customer_id: customer.to_string(),
+                        dealer_id: state.dealer_id.clone(),
+                        event_time: t.to_rfc3339(),
+                        trigger,
+                        previous_level: from.level,
+                        level: a.status.level,
+                        previous_lifecycle: from.lifecycle,
+                        lifecycle: a.status.lifecycle,
+                        tier: a.status.tier,
+                        previous_cell: from.cell(),
+                        cell: a.status.cell(),
+                        days_since_last_visit: a.days_since_last_visit,
+                        last_visit_date: last.to_date_string(),
+                        recommended_actions: recommended_actions(&a.status, &reasons),
+                        reasons,
+                    });
+                    if let Some(p) = prev {
+                        self.counters.count_status(&p, -1);
+                    }
+                    self.counters.count_status(&a.status, 1);
+                    self.counters.status_changes += 1;
+                    self.counters.changes_by_level[a.status.level as usize] += 1;
+                    if correction {
+                        self.counters.corrections += 1;
+                    }
+                    state.status = Some(a.status);
+                    state.status_since = Some(t);
+                }
+            }
+        }
+        let next = match (state.next_deadline(t, &self.policy), extra_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        set_deadline(&mut self.timers, state, next);
+        entry.dirty = true;
+    }
+
+    /// Everything changed since the last call, for one atomic store batch; marks the
+    /// cache clean.
+    pub fn take_dirty(&mut self) -> Dirty {
+        let mut d = Dirty::default();
+        for (id, e) in self.cache.iter_mut().filter(|(_, e)| e.dirty) {
+            if e.persisted_deadline != e.state.next_deadline {
+                if let Some(old) = e.persisted_deadline {
+                    d.timers_removed.push((old, id.clone()));
+                }
+                if let Some(new) = e.state.next_deadline {
+                    d.timers_added.push((new, id.clone()));
+                }
+                e.persisted_deadline = e.state.next_deadline;
+            }
+            d.customers.push(e.state.clone());
+            e.dirty = false;
+        }
+        d.meta = self.meta();
+        d
+    }
+
+    /// The engine meta as it stands.
+    pub fn meta(&self) -> EngineMeta {
+        EngineMeta {
+            max_seen: self.max_seen,
+            watermark: self.watermark,
+            pending: self.pending.values().cloned().collect(),
+            counters: self.counters.clone(),
+        }
+    }
+
+    /// Drops clean customers from memory until at most `keep` remain (dirty ones stay
+    /// until the next commit).
+    pub fn evict(&mut self, keep: usize) {
+        if self.cache.len() <= keep {
+            return;
+        }
+        let mut excess = self.cache.len() - keep;
+        self.cache.retain(|_, e| {
+            if excess > 0 && !e.dirty {
+                excess -= 1;
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// Current status of a customer with its reasons, assessed at stream time.
+    pub fn assess_cached(&self, customer_id: &str) -> Option<crate::state::Assessment> {
+        let s = self.cached(customer_id)?;
+        s.assess(self.watermark?, &self.policy)
+    }
+}
+
+fn set_deadline(timers: &mut BTreeSet<(Ts, String)>, state: &mut CustomerState, next: Option<Ts>) {
+    if state.next_deadline == next {
+        if let Some(n) = next {
+            timers.insert((n, state.customer_id.clone()));
+        }
+        return;
+    }
+    if let Some(old) = state.next_deadline {
+        timers.remove(&(old, state.customer_id.clone()));
+    }
+    if let Some(n) = next {
+        timers.insert((n, state.customer_id.clone()));
+    }
+    state.next_deadline = next;
+}
+
+/// Names for counters indexed by level / lifecycle / tier, for reports.
+pub fn level_names() -> [&'static str; 4] {
+    Level::ALL.map(Level::as_str)
+}
+
+/// Names of tiers in [`Counters::customers_by_tier`] order.
+pub fn tier_names() -> [&'static str; 3] {
+    Tier::ALL.map(Tier::as_str)
+}

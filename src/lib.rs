@@ -1,0 +1,21 @@
+//! churnwatch: churn early warning for automotive after-sales.
+//!
+//! The library holds everything; the `churnwatch` binary is a thin CLI over it.
+//! - [`event`]: the input contract, validation and normalisation;
+//! - [`state`], [`engine`]: the pure churn engine (no I/O, no clock reads);
+//! - [`status`]: the status-change output contract;
+//! - [`store`]: sled persistence behind a small trait;
+//! - [`replay`]: the file pipeline; [`generate`]: synthetic histories.
+
+#![warn(missing_docs)]
+
+pub mod avro;
+pub mod engine;
+pub mod event;
+pub mod generate;
+pub mod policy;
+pub mod replay;
+pub mod state;
+pub mod status;
+pub mod store;
+pub mod time;

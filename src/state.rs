@@ -1,0 +1,722 @@
+//! Per-customer rolling state and the pure rules over it: how an event changes the
+//! state ([`CustomerState::apply`]), what status the state means at an instant
+//! ([`CustomerState::assess`]) and when that status can next change on its own
+//! ([`CustomerState::next_deadline`]).
+//!
+//! Nothing here reads a clock or does I/O: every instant is an argument.
+
+use crate::event::{ContractAction, ContractType, Event, EventBody, RoType, VisitType};
+use crate::policy::Policy;
+use crate::status::{Level, Lifecycle, Reason, Status, Tier};
+use crate::time::{Ts, DAY_MS};
+use serde::{Deserialize, Serialize};
+
+/// Most distinct visit days kept per customer (older ones still count in totals).
+pub const MAX_VISIT_DAYS: usize = 2048;
+/// Most vehicles kept per customer.
+pub const MAX_VEHICLES: usize = 16;
+/// Most contracts kept per customer (the oldest-ended are dropped first).
+pub const MAX_CONTRACTS: usize = 32;
+
+/// An odometer reading.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Odometer {
+    /// When it was read.
+    pub time: Ts,
+    /// Kilometres.
+    pub km: f64,
+}
+
+/// The last periodic maintenance.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Maintenance {
+    /// When.
+    pub time: Ts,
+    /// Odometer then, if known.
+    pub km: Option<f64>,
+}
+
+/// A repair order's spend, kept while it is inside the value window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Spend {
+    /// When.
+    pub time: Ts,
+    /// Amount in cents.
+    pub cents: i64,
+}
+
+/// A vehicle of the customer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Vehicle {
+    /// Normalised VIN, if known.
+    pub vin: Option<String>,
+    /// Model, if known.
+    pub model: Option<String>,
+    /// Purchase date, if known.
+    pub purchase_date: Option<Ts>,
+    /// Event time of the latest information.
+    pub seen: Ts,
+}
+
+/// The latest known state of a contract.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContractState {
+    /// Contract id.
+    pub contract_id: String,
+    /// Kind.
+    pub contract_type: ContractType,
+    /// Latest action.
+    pub action: ContractAction,
+    /// Start of the current term.
+    pub start: Option<Ts>,
+    /// End of the current term.
+    pub end: Option<Ts>,
+    /// Amount in cents.
+    pub amount_cents: i64,
+    /// Event time of the latest action.
+    pub time: Ts,
+}
+
+impl ContractState {
+    /// Whether the contract runs at `t`.
+    pub fn running_at(&self, t: Ts) -> bool {
+        matches!(self.action, ContractAction::Signed | ContractAction::Renewed)
+            && self.start.is_none_or(|s| s <= t)
+            && self.end.is_some_and(|e| t < e)
+    }
+
+    /// When the contract stopped (or will stop) running.
+    pub fn ends_at(&self) -> Option<Ts> {
+        match self.action {
+            ContractAction::Signed | ContractAction::Renewed => self.end,
+            ContractAction::Expired => Some(self.end.map_or(self.time, |e| e.min(self.time))),
+            ContractAction::Cancelled => Some(self.end.map_or(self.time, |e| e.min(self.time))),
+        }
+    }
+}
+
+/// Everything churnwatch knows about one customer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CustomerState {
+    /// Customer id.
+    pub customer_id: String,
+    /// Dealer of the latest event.
+    pub dealer_id: String,
+    /// Event time of the event that set `dealer_id`.
+    pub dealer_time: Ts,
+    /// First visit (visits and repair orders).
+    pub first_visit: Option<Ts>,
+    /// Last visit.
+    pub last_visit: Option<Ts>,
+    /// Distinct visit days (days since the epoch), ascending; at most [`MAX_VISIT_DAYS`].
+    pub visit_days: Vec<i32>,
+    /// Number of distinct visit days over the whole history.
+    pub visit_day_count: u32,
+    /// Repair-order spend inside the value window ending at the last visit, ascending.
+    pub recent_spend: Vec<Spend>,
+    /// Lifetime spend in cents.
+    pub lifetime_spend_cents: i64,
+    /// Lifetime repair orders.
+    pub ro_count: u32,
+    /// Repair orders by type, indexed by [`RoType::index`].
+    pub ro_mix: [u32; 7],
+    /// Earliest odometer reading.
+    pub first_odometer: Option<Odometer>,
+    /// Latest odometer reading.
+    pub last_odometer: Option<Odometer>,
+    /// Latest periodic maintenance.
+    pub last_maintenance: Option<Maintenance>,
+    /// Vehicles.
+    pub vehicles: Vec<Vehicle>,
+    /// Contracts.
+    pub contracts: Vec<ContractState>,
+    /// Latest known service-region flag and when it was reported.
+    pub in_service_region: Option<(Ts, bool)>,
+    /// Dealer events attended.
+    pub event_participations: u32,
+    /// Hashes of applied event ids, ascending (duplicates are no-ops).
+    pub applied: Vec<u64>,
+    /// Status last published (or silently recorded for a new customer).
+    pub status: Option<Status>,
+    /// When `status` took effect.
+    pub status_since: Option<Ts>,
+    /// When this customer's status can next change without an event (its timer).
+    pub next_deadline: Option<Ts>,
+}
+
+/// What the state means at one instant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assessment {
+    /// The status.
+    pub status: Status,
+    /// Why.
+    pub reasons: Vec<Reason>,
+    /// Whole days since the last visit.
+    pub days_since_last_visit: i64,
+}
+
+/// A stable 64-bit FNV-1a hash (event-id de-duplication).
+pub fn fnv1a(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+fn cents(amount: f64) -> i64 {
+    (amount * 100.0).round() as i64
+}
+
+fn reason(code: &str, text: String) -> Reason {
+    Reason {
+        code: code.to_string(),
+        text,
+    }
+}
+
+impl CustomerState {
+    /// An empty state for a customer never seen.
+    pub fn new(customer_id: &str, dealer_id: &str) -> Self {
+        CustomerState {
+            customer_id: customer_id.to_string(),
+            dealer_id: dealer_id.to_string(),
+            dealer_time: Ts(i64::MIN),
+            first_visit: None,
+            last_visit: None,
+            visit_days: Vec::new(),
+            visit_day_count: 0,
+            recent_spend: Vec::new(),
+            lifetime_spend_cents: 0,
+            ro_count: 0,
+            ro_mix: [0; 7],
+            first_odometer: None,
+            last_odometer: None,
+            last_maintenance: None,
+            vehicles: Vec::new(),
+            contracts: Vec::new(),
+            in_service_region: None,
+            event_participations: 0,
+            applied: Vec::new(),
+            status: None,
+            status_since: None,
+            next_deadline: None,
+        }
+    }
+
+    /// Whether an event with this id was already applied.
+    pub fn has_applied(&self, event_id: &str) -> bool {
+        self.applied.binary_search(&fnv1a(event_id)).is_ok()
+    }
+
+    /// Applies an event. Returns false (and changes nothing) for an event id already
+    /// applied. Every update is order-independent (min/max by event time, sums, sets),
+    /// so a late event lands in the same state as an on-time one.
+    pub fn apply(&mut self, e: &Event, policy: &Policy) -> bool {
+        let h = fnv1a(&e.event_id);
+        match self.applied.binary_search(&h) {
+            Ok(_) => return false,
+            Err(i) => self.applied.insert(i, h),
+        }
+        let t = e.event_time;
+        if (t, e.dealer_id.as_str()) >= (self.dealer_time, self.dealer_id.as_str()) {
+            self.dealer_time = t;
+            self.dealer_id.clone_from(&e.dealer_id);
+        }
+        match &e.body {
+            EventBody::RepairOrder(ro) => {
+                self.record_visit(t, policy);
+                let c = cents(ro.total_amount);
+                self.lifetime_spend_cents += c;
+                self.ro_count += 1;
+                self.ro_mix[ro.ro_type.index()] += 1;
+                let s = Spend { time: t, cents: c };
+                let i = self.recent_spend.partition_point(|x| *x < s);
+                self.recent_spend.insert(i, s);
+                self.prune_spend(policy);
+                if let Some(km) = ro.mileage_km {
+                    let r = Odometer { time: t, km };
+                    let earlier = |a: &Odometer, b: &Odometer| (a.time, a.km) < (b.time, b.km);
+                    if self.first_odometer.is_none_or(|f| earlier(&r, &f)) {
+                        self.first_odometer = Some(r);
+                    }
+                    if self.last_odometer.is_none_or(|l| earlier(&l, &r)) {
+                        self.last_odometer = Some(r);
+                    }
+                }
+                if ro.ro_type == RoType::Maintenance {
+                    let m = Maintenance {
+                        time: t,
+                        km: ro.mileage_km,
+                    };
+                    let later = match self.last_maintenance {
+                        None => true,
+                        Some(old) => {
+                            (m.time, m.km.unwrap_or(-1.0)) > (old.time, old.km.unwrap_or(-1.0))
+                        }
+                    };
+                    if later {
+                        self.last_maintenance = Some(m);
+                    }
+                }
+                if ro.vin.is_some() || ro.vehicle_model.is_some() || ro.vehicle_purchase_date.is_some() {
+                    self.upsert_vehicle(
+                        ro.vin.as_deref(),
+                        ro.vehicle_model.as_deref(),
+                        ro.vehicle_purchase_date,
+                        t,
+                    );
+                }
+            }
+            EventBody::Visit(v) => {
+                self.record_visit(t, policy);
+                if v.visit_type == VisitType::Event {
+                    self.event_participations += 1;
+                }
+                if let Some(flag) = v.in_service_region {
+                    if self.in_service_region.is_none_or(|(at, old)| (t, flag) > (at, old)) {
+                        self.in_service_region = Some((t, flag));
+                    }
+                }
+            }
+            EventBody::Contract(c) => {
+                let new = ContractState {
+                    contract_id: c.contract_id.clone(),
+                    contract_type: c.contract_type,
+                    action: c.action,
+                    start: c.start_date,
+                    end: c.end_date,
+                    amount_cents: c.amount.map(cents).unwrap_or(0),
+                    time: t,
+                };
+                match self
+                    .contracts
+                    .iter_mut()
+                    .find(|k| k.contract_id == c.contract_id)
+                {
+                    Some(old) => {
+                        if (new.time, new.action) > (old.time, old.action) {
+                            // A closing action without dates keeps the term it closes.
+                            let (start, end) = (old.start, old.end);
+                            *old = new;
+                            if old.start.is_none() {
+                                old.start = start;
+                            }
+                            if old.end.is_none() {
+                                old.end = end;
+                            }
+                        }
+                    }
+                    None => {
+                        self.contracts.push(new);
+                        self.contracts
+                            .sort_by(|a, b| a.contract_id.cmp(&b.contract_id));
+                        if self.contracts.len() > MAX_CONTRACTS {
+                            let oldest = self
+                                .contracts
+                                .iter()
+                                .enumerate()
+                                .min_by_key(|(_, k)| (k.ends_at(), k.contract_id.clone()))
+                                .map(|(i, _)| i)
+                                .unwrap_or(0);
+                            self.contracts.remove(oldest);
+                        }
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    fn record_visit(&mut self, t: Ts, policy: &Policy) {
+        self.first_visit = Some(self.first_visit.map_or(t, |f| f.min(t)));
+        let newer = self.last_visit.is_none_or(|l| t > l);
+        self.last_visit = Some(self.last_visit.map_or(t, |l| l.max(t)));
+        let day = t.epoch_day();
+        if let Err(i) = self.visit_days.binary_search(&day) {
+            self.visit_days.insert(i, day);
+            self.visit_day_count += 1;
+            if self.visit_days.len() > MAX_VISIT_DAYS {
+                self.visit_days.remove(0);
+            }
+        }
+        if newer {
+            self.prune_spend(policy);
+        }
+    }
+
+    fn window_start(&self, policy: &Policy) -> Option<Ts> {
+        let last = self.last_visit?;
+        // The Ts one window before the last visit: add_months on the reverse is not
+        // available, so step back month by month from the last visit's calendar.
+        Some(sub_months(last, policy.tier.window_months))
+    }
+
+    fn prune_spend(&mut self, policy: &Policy) {
+        if let Some(start) = self.window_start(policy) {
+            let keep_from = self.recent_spend.partition_point(|s| s.time <= start);
+            if keep_from > 0 {
+                self.recent_spend.drain(..keep_from);
+            }
+        }
+    }
+
+    fn upsert_vehicle(&mut self, vin: Option<&str>, model: Option<&str>, purchase: Option<Ts>, t: Ts) {
+        let only = self.vehicles.len() == 1;
+        let idx = self.vehicles.iter().position(|v| match (vin, v.vin.as_deref()) {
+            (Some(a), Some(b)) => a == b,
+            (Some(_), None) => v.model.as_deref() == model,
+            (None, _) => v.model.as_deref() == model || only,
+        });
+        let slot = idx.map(|i| &mut self.vehicles[i]);
+        match slot {
+            Some(v) => {
+                if t >= v.seen {
+                    v.seen = t;
+                    if vin.is_some() {
+                        v.vin = vin.map(str::to_string);
+                    }
+                    if model.is_some() {
+                        v.model = model.map(str::to_string);
+                    }
+                    if purchase.is_some() {
+                        v.purchase_date = purchase;
+                    }
+                } else {
+                    v.vin = v.vin.take().or(vin.map(str::to_string));
+                    v.model = v.model.take().or(model.map(str::to_string));
+                    v.purchase_date = v.purchase_date.or(purchase);
+                }
+            }
+            None => {
+                self.vehicles.push(Vehicle {
+                    vin: vin.map(str::to_string),
+                    model: model.map(str::to_string),
+                    purchase_date: purchase,
+                    seen: t,
+                });
+                self.vehicles.sort_by(|a, b| (&a.vin, &a.model).cmp(&(&b.vin, &b.model)));
+                if self.vehicles.len() > MAX_VEHICLES {
+                    let i = self
+                        .vehicles
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, v)| v.seen)
+                        .map(|(i, _)| i)
+                        .unwrap_or(0);
+                    self.vehicles.remove(i);
+                }
+            }
+        }
+    }
+
+    /// Lifetime number of intervals between distinct visit days.
+    pub fn intervals(&self) -> u32 {
+        self.visit_day_count.saturating_sub(1)
+    }
+
+    /// Mean days between visits (None with fewer than one interval).
+    pub fn mean_interval_days(&self) -> Option<f64> {
+        let (f, l) = (self.first_visit?, self.last_visit?);
+        let n = self.intervals();
+        (n > 0).then(|| l.days_since(f) / f64::from(n))
+    }
+
+    /// Kilometres per day from the first and last odometer readings, when they are far
+    /// enough apart.
+    pub fn km_per_day(&self, policy: &Policy) -> Option<f64> {
+        let (f, l) = (self.first_odometer?, self.last_odometer?);
+        let span = l.time.days_since(f.time);
+        (span >= policy.prevent.min_odometer_span_days && l.km >= f.km)
+            .then(|| (l.km - f.km) / span)
+    }
+
+    /// Projected odometer at `t`.
+    pub fn projected_km(&self, t: Ts, policy: &Policy) -> Option<f64> {
+        let l = self.last_odometer?;
+        let kpd = self.km_per_day(policy)?;
+        Some(l.km + kpd * t.days_since(l.time).max(0.0))
+    }
+
+    /// Distinct visit days in the value window ending at the last visit.
+    pub fn window_visits(&self, policy: &Policy) -> u32 {
+        let Some(start) = self.window_start(policy) else {
+            return 0;
+        };
+        let start_day = start.epoch_day();
+        let i = self.visit_days.partition_point(|d| *d <= start_day);
+        (self.visit_days.len() - i) as u32
+    }
+
+    /// Spend (currency units) in the value window ending at the last visit.
+    pub fn window_spend(&self) -> f64 {
+        self.recent_spend.iter().map(|s| s.cents).sum::<i64>() as f64 / 100.0
+    }
+
+    /// Average repair-order value over the lifetime.
+    pub fn avg_ro_value(&self) -> f64 {
+        if self.ro_count == 0 {
+            0.0
+        } else {
+            self.lifetime_spend_cents as f64 / 100.0 / f64::from(self.ro_count)
+        }
+    }
+
+    /// Value tier from the value window.
+    pub fn tier(&self, policy: &Policy) -> Tier {
+        let t = &policy.tier;
+        let (spend, visits, avg) = (
+            self.window_spend(),
+            self.window_visits(policy),
+            self.avg_ro_value(),
+        );
+        if spend >= t.diamond_spend || (visits >= t.diamond_visits && avg >= t.diamond_avg_ro) {
+            Tier::Diamond
+        } else if spend >= t.gold_spend || (visits >= t.gold_visits && avg >= t.gold_avg_ro) {
+            Tier::Gold
+        } else {
+            Tier::Silver
+        }
+    }
+
+    /// Lifecycle at `t`.
+    pub fn lifecycle(&self, t: Ts, policy: &Policy) -> Option<Lifecycle> {
+        let last = self.last_visit?;
+        let l = &policy.lifecycle;
+        Some(if t >= last.add_months(l.fully_churned_months) {
+            Lifecycle::FullyChurned
+        } else if t >= last.add_months(l.churned_months) {
+            Lifecycle::Churned
+        } else if t >= last.add_months(l.quasi_churned_months) {
+            Lifecycle::QuasiChurned
+        } else {
+            Lifecycle::Active
+        })
+    }
+
+    /// Whether the customer is an effective customer (有效客户) at `t`: visited within
+    /// the last 12 months and lives in the service region (unknown counts as inside), or
+    /// lives outside but visited on more than one day in those 12 months.
+    pub fn is_effective(&self, t: Ts) -> bool {
+        let Some(last) = self.last_visit else {
+            return false;
+        };
+        if last > t || t >= last.add_months(12) {
+            return false;
+        }
+        match self.in_service_region {
+            Some((_, false)) => {
+                let from = sub_months(t, 12).epoch_day();
+                let to = t.epoch_day();
+                self.visit_days.iter().filter(|d| **d > from && **d <= to).count() > 1
+            }
+            _ => true,
+        }
+    }
+
+    fn cadence_deadline(&self, policy: &Policy) -> Option<Ts> {
+        if self.intervals() < policy.prevent.cadence_min_intervals {
+            return None;
+        }
+        let mean = self.mean_interval_days()?;
+        if mean <= 0.0 {
+            return None;
+        }
+        // Overdue strictly after factor × mean: the first millisecond past it.
+        Some(Ts(self.last_visit?.add_days(policy.prevent.cadence_factor * mean).0 + 1))
+    }
+
+    fn mileage_deadline(&self, policy: &Policy) -> Option<Ts> {
+        let interval = policy.prevent.maintenance_interval_km;
+        if interval <= 0.0 {
+            return None;
+        }
+        let m = self.last_maintenance?;
+        let mkm = m.km?;
+        let l = self.last_odometer?;
+        let kpd = self.km_per_day(policy)?;
+        let due_km = mkm + interval;
+        if l.km >= due_km {
+            return Some(l.time.max(m.time));
+        }
+        if kpd <= 0.0 {
+            return None;
+        }
+        let days = (due_km - l.km) / kpd;
+        if days > 365.0 * 50.0 {
+            return None;
+        }
+        Some(Ts(l.time.add_days(days).0.max(m.time.0)))
+    }
+
+    /// Warranty-like items (maintenance plans, extended warranties, the factory warranty)
+    /// with the instant they end and a label.
+    fn coverage_ends(&self, policy: &Policy) -> Vec<(Ts, &'static str, bool)> {
+        let mut out = Vec::new();
+        for c in &self.contracts {
+            let label = match c.contract_type {
+                ContractType::MaintenancePlan => "maintenance plan",
+                ContractType::ExtendedWarranty => "extended warranty",
+                _ => continue,
+            };
+            if let Some(end) = c.ends_at() {
+                out.push((end, label, c.running_at(Ts(end.0 - 1))));
+            }
+        }
+        if policy.prevent.factory_warranty_months > 0 {
+            for v in &self.vehicles {
+                if let Some(p) = v.purchase_date {
+                    out.push((p.add_months(policy.prevent.factory_warranty_months), "factory warranty", true));
+                }
+            }
+        }
+        out
+    }
+
+    fn covered_at(&self, ty: &str, t: Ts) -> bool {
+        self.contracts.iter().any(|c| {
+            c.running_at(t)
+                && matches!(
+                    (ty, c.contract_type),
+                    ("maintenance plan", ContractType::MaintenancePlan)
+                        | ("extended warranty", ContractType::ExtendedWarranty)
+                        | ("factory warranty", ContractType::ExtendedWarranty)
+                )
+        })
+    }
+
+    /// The status the state means at `t` (None before the first visit).
+    pub fn assess(&self, t: Ts, policy: &Policy) -> Option<Assessment> {
+        let last = self.last_visit?;
+        let lifecycle = self.lifecycle(t, policy)?;
+        let days = (t.0 - last.0).div_euclid(DAY_MS);
+        let last_date = last.to_date_string();
+        let mut reasons = Vec::new();
+        let mut level = match lifecycle {
+            Lifecycle::FullyChurned => {
+                reasons.push(reason("lifecycle_fully_churned", format!(
+                    "no visit for {days} days (last {last_date}); more than {} months",
+                    policy.lifecycle.fully_churned_months)));
+                Level::WinBack
+            }
+            Lifecycle::Churned => {
+                reasons.push(reason("lifecycle_churned", format!(
+                    "no visit for {days} days (last {last_date}); {}-{} months",
+                    policy.lifecycle.churned_months, policy.lifecycle.fully_churned_months)));
+                Level::WinBack
+            }
+            Lifecycle::QuasiChurned => {
+                reasons.push(reason("lifecycle_quasi_churned", format!(
+                    "no visit for {days} days (last {last_date}); {}-{} months",
+                    policy.lifecycle.quasi_churned_months, policy.lifecycle.churned_months)));
+                Level::Retain
+            }
+            Lifecycle::Active => Level::Normal,
+        };
+        let p = &policy.prevent;
+        let mut plan_running = false;
+        if lifecycle == Lifecycle::Active {
+            if let (Some(d), Some(mean)) = (self.cadence_deadline(policy), self.mean_interval_days()) {
+                if t >= d {
+                    reasons.push(reason("cadence_overdue", format!(
+                        "{days} days since the last visit, more than {} x the usual {:.0} days between visits",
+                        p.cadence_factor, mean)));
+                }
+            }
+            if let Some(d) = self.mileage_deadline(policy) {
+                if t >= d {
+                    let proj = self.projected_km(t, policy).unwrap_or(0.0);
+                    let since = proj - self.last_maintenance.and_then(|m| m.km).unwrap_or(0.0);
+                    reasons.push(reason("maintenance_due_mileage", format!(
+                        "about {since:.0} km driven since the last maintenance (projected); due every {:.0} km",
+                        p.maintenance_interval_km)));
+                }
+            }
+        }
+        for (end, label, _) in self.coverage_ends(policy) {
+            let warn_from = end.sub_days(p.contract_warning_days);
+            let lapsed_until = end.add_days(p.contract_lapsed_days);
+            let renewed = self.covered_at(label, end) || self.covered_at(label, t);
+            if t >= warn_from && t < end && !renewed_beyond(self, label, end) {
+                if lifecycle == Lifecycle::Active {
+                    reasons.push(reason(
+                        if label == "factory warranty" { "warranty_ending" } else { "contract_expiring" },
+                        format!("{label} ends on {} ({:.0} days)", end.to_date_string(), end.days_since(t))));
+                }
+            } else if t >= end && t < lapsed_until && !renewed {
+                if lifecycle == Lifecycle::Active {
+                    reasons.push(reason(
+                        if label == "factory warranty" { "warranty_ended" } else { "contract_lapsed" },
+                        format!("{label} ended on {} without renewal", end.to_date_string())));
+                }
+            } else if label == "maintenance plan" && t < warn_from && self.covered_at(label, t) {
+                plan_running = true;
+            }
+        }
+        if level == Level::Normal && !reasons.is_empty() {
+            level = Level::Prevent;
+        }
+        if plan_running && p.maintenance_plan_lowers_level && level != Level::Normal {
+            level = level.lowered();
+            reasons.push(reason("maintenance_plan_active",
+                "a running prepaid maintenance plan lowers the warning by one level".to_string()));
+        }
+        Some(Assessment {
+            status: Status {
+                level,
+                lifecycle,
+                tier: self.tier(policy),
+            },
+            reasons,
+            days_since_last_visit: days,
+        })
+    }
+
+    /// The first instant after `t` at which [`assess`](Self::assess) can give a different
+    /// result without a new event (None if it never can).
+    pub fn next_deadline(&self, t: Ts, policy: &Policy) -> Option<Ts> {
+        let last = self.last_visit?;
+        let l = &policy.lifecycle;
+        let p = &policy.prevent;
+        let mut cands = vec![
+            last.add_months(l.quasi_churned_months),
+            last.add_months(l.churned_months),
+            last.add_months(l.fully_churned_months),
+        ];
+        cands.extend(self.cadence_deadline(policy));
+        cands.extend(self.mileage_deadline(policy));
+        for (end, _, _) in self.coverage_ends(policy) {
+            cands.push(end.sub_days(p.contract_warning_days));
+            cands.push(end);
+            cands.push(end.add_days(p.contract_lapsed_days));
+        }
+        for c in &self.contracts {
+            if let Some(s) = c.start {
+                cands.push(s);
+            }
+        }
+        cands.into_iter().filter(|c| *c > t).min()
+    }
+}
+
+/// Whether a coverage of this kind runs past `end` (a renewal signed before the end).
+fn renewed_beyond(s: &CustomerState, label: &str, end: Ts) -> bool {
+    s.contracts.iter().any(|c| {
+        matches!(
+            (label, c.contract_type),
+            ("maintenance plan", ContractType::MaintenancePlan)
+                | ("extended warranty", ContractType::ExtendedWarranty)
+                | ("factory warranty", ContractType::ExtendedWarranty)
+        ) && matches!(c.action, ContractAction::Signed | ContractAction::Renewed)
+            && c.end.is_some_and(|e| e > end)
+    })
+}
+
+/// `t` minus calendar months (day clamped like [`Ts::add_months`]).
+pub fn sub_months(t: Ts, months: u32) -> Ts {
+    let dt = t.to_datetime();
+    dt.checked_sub_months(chrono::Months::new(months))
+        .map(|d| Ts(d.timestamp_millis()))
+        .unwrap_or(Ts(i64::MIN))
+}
