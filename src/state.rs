@@ -523,8 +523,8 @@ impl CustomerState {
         if mean <= 0.0 {
             return None;
         }
-        // Overdue strictly after factor × mean: the first millisecond past it.
-        Some(Ts(self.last_visit?.add_days(policy.prevent.cadence_factor * mean).0 + 1))
+        // Overdue once factor × mean has passed since the last visit.
+        Some(self.last_visit?.add_days(policy.prevent.cadence_factor * mean))
     }
 
     fn mileage_deadline(&self, policy: &Policy) -> Option<Ts> {
