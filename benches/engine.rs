@@ -1,1 +1,90 @@
-fn main(){}
+//! Criterion benchmarks of the hot paths: decoding + validating a JSON line, assessing
+//! a customer, and pushing a stream of events through the engine (in memory).
+
+use churnwatch::engine::{Engine, NoSource};
+use churnwatch::event::{decode_json_line, Input};
+use churnwatch::policy::Policy;
+use churnwatch::time::Ts;
+use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+
+const DAY: i64 = 86_400_000;
+
+/// A deterministic stream: `customers` customers, each visiting every 60–240 days with
+/// a repair order, over about three years, in event-time order.
+fn stream(customers: u32) -> Vec<String> {
+    let start = Ts::ymd_hms(2021, 1, 1, 0, 0, 0).0;
+    let mut v = Vec::new();
+    for c in 0..customers {
+        let cadence = 60 + (c * 37 % 180) as i64;
+        let mut t = start + (c as i64 * 7919 % 200) * DAY + (c as i64 % 86_400) * 1000;
+        let mut km = 5_000.0 + (c % 100) as f64 * 300.0;
+        let mut n = 0;
+        while t < start + 1100 * DAY && n < 40 {
+            km += cadence as f64 * 40.0;
+            v.push((t, format!(
+                r#"{{"type":"repair_order","event_id":"r{c}-{n}","event_time":"{}","dealer_id":"D{}","customer_id":"C{c}","vin":"LSVAA4182E2{:06}","vehicle_model":"Lavida","ro_number":"RO{c}-{n}","ro_type":"{}","mileage_km":{km:.0},"labor_amount":200.0,"parts_amount":{}.0,"total_amount":{}.0}}"#,
+                Ts(t).to_rfc3339(), c % 20, c, if n % 2 == 0 { "maintenance" } else { "general_repair" },
+                300 + c % 700, 500 + c % 700)));
+            t += cadence * DAY + (c as i64 * 13 % 10) * DAY;
+            n += 1;
+        }
+    }
+    v.sort();
+    v.into_iter().map(|(_, s)| s).collect()
+}
+
+fn bench_decode(c: &mut Criterion) {
+    let lines = stream(200);
+    let mut g = c.benchmark_group("decode");
+    g.throughput(Throughput::Elements(lines.len() as u64));
+    g.bench_function("json_line_validate", |b| {
+        b.iter(|| {
+            for l in &lines {
+                black_box(decode_json_line(l).unwrap());
+            }
+        })
+    });
+    g.finish();
+}
+
+fn bench_engine(c: &mut Criterion) {
+    let mut g = c.benchmark_group("engine");
+    g.sample_size(10);
+    for customers in [1_000u32, 10_000] {
+        let inputs: Vec<Input> = stream(customers)
+            .iter()
+            .map(|l| decode_json_line(l).unwrap().input)
+            .collect();
+        g.throughput(Throughput::Elements(inputs.len() as u64));
+        g.bench_with_input(BenchmarkId::new("process", customers), &inputs, |b, inputs| {
+            b.iter(|| {
+                let mut e = Engine::new(Policy::default());
+                let mut out = Vec::new();
+                for i in inputs {
+                    e.process(i.clone(), &NoSource, &mut out).unwrap();
+                }
+                e.flush(&NoSource, &mut out).unwrap();
+                black_box(out.len())
+            })
+        });
+    }
+    g.finish();
+}
+
+fn bench_assess(c: &mut Criterion) {
+    let inputs: Vec<Input> = stream(100).iter().map(|l| decode_json_line(l).unwrap().input).collect();
+    let mut e = Engine::new(Policy::default());
+    let mut out = Vec::new();
+    for i in inputs {
+        e.process(i, &NoSource, &mut out).unwrap();
+    }
+    e.flush(&NoSource, &mut out).unwrap();
+    let state = e.cached("C7").expect("customer present").clone();
+    let policy = Policy::default();
+    let t = Ts::ymd_hms(2024, 6, 1, 0, 0, 0);
+    c.bench_function("assess_one_customer", |b| b.iter(|| black_box(state.assess(black_box(t), &policy))));
+    c.bench_function("next_deadline_one_customer", |b| b.iter(|| black_box(state.next_deadline(black_box(t), &policy))));
+}
+
+criterion_group!(benches, bench_decode, bench_engine, bench_assess);
+criterion_main!(benches);

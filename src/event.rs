@@ -284,6 +284,15 @@ impl InvalidEvent {
         }
     }
 
+    /// The field at fault, when one is.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            InvalidEvent::Missing(f) => Some(f),
+            InvalidEvent::Invalid { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+
     fn invalid(field: &str, problem: impl Into<String>) -> Self {
         InvalidEvent::Invalid {
             field: field.to_string(),

@@ -1,1 +1,357 @@
-fn main(){}
+//! The `churnwatch` command line: a thin layer over the library.
+
+use anyhow::{bail, Context, Result};
+use churnwatch::generate::{self, GenConfig, GenProgress};
+use churnwatch::policy::Policy;
+use churnwatch::replay::{self, OutputFormat, ReplayOptions, ReplayProgress, ReplaySummary};
+use churnwatch::time::Ts;
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::{BufRead, IsTerminal};
+use std::path::{Path, PathBuf};
+
+#[derive(Parser)]
+#[command(name = "churnwatch", version, about = "Churn early warning for automotive after-sales")]
+struct Cli {
+    /// Log filter (e.g. `info`, `churnwatch=debug`); also RUST_LOG.
+    #[arg(long, global = true, env = "CHURNWATCH_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate a realistic synthetic service history (JSON lines) with ground truth.
+    Generate {
+        /// Number of customers.
+        #[arg(long, default_value_t = 10_000)]
+        customers: u64,
+        /// Number of dealers.
+        #[arg(long, default_value_t = 20)]
+        dealers: u32,
+        /// Years of history.
+        #[arg(long, default_value_t = 5)]
+        years: u32,
+        /// Random seed: the same seed gives the same bytes.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// First day of the history (YYYY-MM-DD).
+        #[arg(long, default_value = "2021-01-01")]
+        start: String,
+        /// Share of dirty records (duplicates, bad VINs/phones, missing fields, malformed lines).
+        #[arg(long, default_value_t = 0.01)]
+        dirty_rate: f64,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Run recorded events through the engine; write status changes and dead letters.
+    Replay(ReplayArgs),
+    /// Show a customer's stored state and current status as JSON.
+    Inspect {
+        /// State store directory of a replay.
+        #[arg(long)]
+        store: PathBuf,
+        /// Customer id.
+        #[arg(long)]
+        customer: String,
+        /// Policy file (TOML); defaults apply otherwise.
+        #[arg(long, env = "CHURNWATCH_POLICY")]
+        policy: Option<PathBuf>,
+    },
+    /// Generate a small history in a temporary directory, replay it and show results.
+    Demo {
+        /// Customers in the demo history.
+        #[arg(long, default_value_t = 2_000)]
+        customers: u64,
+        /// Keep the files here instead of a temporary directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Print the effective churn policy (defaults, or a file's values) as TOML.
+    Policy {
+        /// Policy file to check and print.
+        #[arg(long, env = "CHURNWATCH_POLICY")]
+        policy: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Json,
+    Avro,
+}
+
+#[derive(clap::Args)]
+struct ReplayArgs {
+    /// Input files in order: JSON lines, or Avro container files ending in `.avro`.
+    #[arg(long = "input", required = true, num_args = 1..)]
+    inputs: Vec<PathBuf>,
+    /// State store directory (created if missing; a replay resumes from it).
+    #[arg(long)]
+    store: PathBuf,
+    /// Status-change output file.
+    #[arg(long)]
+    out: PathBuf,
+    /// Dead-letter file (default: `<out>.dead.jsonl`).
+    #[arg(long)]
+    dead_letter: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    format: Format,
+    /// Start over: delete the store and truncate the outputs.
+    #[arg(long)]
+    fresh: bool,
+    /// Policy file (TOML); defaults apply otherwise.
+    #[arg(long, env = "CHURNWATCH_POLICY")]
+    policy: Option<PathBuf>,
+    /// After the inputs, advance stream time to this date (YYYY-MM-DD or RFC 3339).
+    #[arg(long)]
+    until: Option<String>,
+    /// Commit state, progress and outputs every this many records.
+    #[arg(long, default_value_t = 50_000)]
+    commit_every: u64,
+    /// Customers kept in memory.
+    #[arg(long, default_value_t = 500_000)]
+    cache_capacity: usize,
+    /// Also write the summary as JSON to this file.
+    #[arg(long)]
+    summary_json: Option<PathBuf>,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    init_tracing(&cli.log);
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn init_tracing(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::io::stderr().is_terminal() {
+        builder.compact().init();
+    } else {
+        builder.json().init();
+    }
+}
+
+fn load_policy(path: Option<&Path>) -> Result<Policy> {
+    match path {
+        Some(p) => Ok(Policy::load(p)?),
+        None => Ok(Policy::default()),
+    }
+}
+
+fn parse_instant(s: &str, what: &str) -> Result<Ts> {
+    Ts::parse_date(s)
+        .or_else(|_| Ts::parse_rfc3339(s))
+        .map_err(|e| anyhow::anyhow!("{what}: {e}"))
+}
+
+/// A progress reporter: a bar on a terminal, a log line every 10% otherwise.
+struct Progress {
+    bar: Option<ProgressBar>,
+    what: &'static str,
+    last_decile: u64,
+}
+
+impl Progress {
+    fn new(what: &'static str, total: u64) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let b = ProgressBar::new(total);
+            b.set_style(
+                ProgressStyle::with_template("{msg:10} [{bar:40}] {percent:>3}% {elapsed_precise} eta {eta}")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
+            b.set_message(what);
+            b
+        });
+        Progress { bar, what, last_decile: 0 }
+    }
+
+    fn set(&mut self, done: u64, total: u64, detail: &str) {
+        match &self.bar {
+            Some(b) => {
+                b.set_length(total.max(1));
+                b.set_position(done);
+            }
+            None => {
+                let decile = if total == 0 { 10 } else { done * 10 / total };
+                if decile > self.last_decile {
+                    self.last_decile = decile;
+                    tracing::info!(percent = decile * 10, "{} {detail}", self.what);
+                }
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Generate { customers, dealers, years, seed, start, dirty_rate, out } => {
+            let cfg = GenConfig {
+                customers,
+                dealers,
+                years,
+                seed,
+                start: parse_instant(&start, "--start")?,
+                dirty_rate,
+                ..GenConfig::default()
+            };
+            let s = run_generate(&cfg, &out)?;
+            println!(
+                "generated {} events ({} lines, {} dirty) for {} customers ({} drop-outs), {} to {}",
+                s.events, s.lines, s.dirty_lines, s.customers, s.dropouts,
+                s.start.to_date_string(), s.end.to_date_string()
+            );
+            for f in &s.files {
+                println!("  {}", f.display());
+            }
+            Ok(())
+        }
+        Command::Replay(a) => {
+            let mut opts = ReplayOptions::new(a.inputs, a.store, a.out);
+            if let Some(d) = a.dead_letter {
+                opts.dead_letter = d;
+            }
+            opts.format = match a.format {
+                Format::Json => OutputFormat::Json,
+                Format::Avro => OutputFormat::Avro,
+            };
+            opts.fresh = a.fresh;
+            if a.commit_every == 0 {
+                bail!("--commit-every must be at least 1");
+            }
+            opts.commit_every = a.commit_every;
+            opts.cache_capacity = a.cache_capacity;
+            opts.policy = load_policy(a.policy.as_deref())?;
+            opts.until = a.until.as_deref().map(|u| parse_instant(u, "--until")).transpose()?;
+            let s = run_replay(&opts)?;
+            print_summary(&s, &opts);
+            if let Some(path) = a.summary_json {
+                std::fs::write(&path, serde_json::to_vec_pretty(&s)?)
+                    .with_context(|| format!("cannot write summary to {}", path.display()))?;
+            }
+            Ok(())
+        }
+        Command::Inspect { store, customer, policy } => {
+            let policy = load_policy(policy.as_deref())?;
+            match replay::inspect(&store, &customer, &policy)? {
+                Some(v) => {
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                    Ok(())
+                }
+                None => bail!("customer `{customer}` is not in the store at {}", store.display()),
+            }
+        }
+        Command::Demo { customers, dir } => demo(customers, dir),
+        Command::Policy { policy } => {
+            print!("{}", load_policy(policy.as_deref())?.to_toml());
+            Ok(())
+        }
+    }
+}
+
+fn run_generate(cfg: &GenConfig, out: &Path) -> Result<generate::GenSummary> {
+    let mut p = Progress::new("generating", cfg.customers);
+    let s = generate::generate(cfg, out, &mut |g: GenProgress| p.set(g.done, g.total, "of customers"))
+        .with_context(|| format!("generating into {}", out.display()))?;
+    p.finish();
+    Ok(s)
+}
+
+fn run_replay(opts: &ReplayOptions) -> Result<ReplaySummary> {
+    let mut p = Progress::new("replaying", 1);
+    let s = replay::replay(opts, &mut |r: ReplayProgress| p.set(r.bytes_done, r.bytes_total, "of input"))?;
+    p.finish();
+    Ok(s)
+}
+
+fn print_summary(s: &ReplaySummary, opts: &ReplayOptions) {
+    if s.already_complete {
+        println!("this replay was already complete in {}; pass --fresh to run it again", opts.store.display());
+    } else if s.resumed {
+        println!("resumed an interrupted replay from {}", opts.store.display());
+    }
+    println!("records      {:>12}  ({} events, {} ticks)", s.records, s.events, s.ticks);
+    println!("bad          {:>12}  rejected to {}", s.bad, opts.dead_letter.display());
+    println!("field issues {:>12}  (bad VIN/phone dropped, event kept)", s.field_issues);
+    println!("duplicates   {:>12}", s.duplicates);
+    println!("late         {:>12}  ({} corrections)", s.late, s.corrections);
+    println!("customers    {:>12}", s.customers);
+    println!("timers fired {:>12}", s.timers_fired);
+    println!("changes      {:>12}  written to {}", s.status_changes, opts.out.display());
+    for (k, v) in &s.changes_by_level {
+        println!("  to {k:<10}{v:>12}");
+    }
+    println!("customers now by level:     {}", fmt_map(&s.customers_by_level));
+    println!("customers now by lifecycle: {}", fmt_map(&s.customers_by_lifecycle));
+    println!("customers now by tier:      {}", fmt_map(&s.customers_by_tier));
+    println!("stream time  {}", s.stream_time.as_deref().unwrap_or("-"));
+    println!("elapsed      {:>12.2} s  ({:.0} records/s)", s.elapsed_secs, s.records_per_sec);
+    println!("store        {:>12} bytes", s.store_bytes);
+}
+
+fn fmt_map(m: &std::collections::BTreeMap<String, u64>) -> String {
+    m.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+}
+
+fn demo(customers: u64, dir: Option<PathBuf>) -> Result<()> {
+    let tmp;
+    let tmp_used = dir.is_none();
+    let dir = match dir {
+        Some(d) => d,
+        None => {
+            tmp = tempfile::tempdir().context("cannot create a temporary directory")?;
+            tmp.path().to_path_buf()
+        }
+    };
+    let cfg = GenConfig { customers, dealers: 5, years: 5, seed: 7, ..GenConfig::default() };
+    println!("== generating {customers} customers x 5 years into {}", dir.display());
+    let g = run_generate(&cfg, &dir.join("history"))?;
+    println!("   {} events, {} dirty lines, {} latent drop-outs", g.events, g.dirty_lines, g.dropouts);
+    let mut opts = ReplayOptions::new(
+        g.files.iter().filter(|f| f.extension().is_some_and(|e| e == "jsonl")).cloned().collect(),
+        dir.join("store"),
+        dir.join("status_changes.jsonl"),
+    );
+    opts.fresh = true;
+    println!("== replaying through the churn engine");
+    let s = run_replay(&opts)?;
+    print_summary(&s, &opts);
+    println!("== a few status changes");
+    let f = std::fs::File::open(&opts.out)?;
+    let mut shown = std::collections::BTreeSet::new();
+    for line in std::io::BufReader::new(f).lines() {
+        let line = line?;
+        let v: serde_json::Value = serde_json::from_str(&line)?;
+        let key = format!("{}{}", v["level"], v["trigger"]);
+        if shown.insert(key) {
+            println!("{line}");
+        }
+        if shown.len() >= 6 {
+            break;
+        }
+    }
+    if tmp_used {
+        println!("== the files above are temporary; pass --dir DIR to keep them and then try");
+        println!("   churnwatch inspect --store DIR/store --customer <customer_id from the output>");
+    } else {
+        println!("== try: churnwatch inspect --store {} --customer <customer_id from the output>", opts.store.display());
+    }
+    Ok(())
+}

@@ -1,1 +1,596 @@
-//! (in progress)
+//! File replay: runs recorded events (JSON lines or Avro container files) through the
+//! engine, writes status changes and dead letters, and checkpoints into the store.
+//!
+//! Crash safety: outputs are buffered between commits; a commit first writes and
+//! fsyncs the output files, then stores — in one atomic batch — the engine's dirty
+//! state, its timers, the input position and the output lengths. On start the outputs
+//! are cut back to the committed lengths and reading resumes at the committed
+//! position, so a crash at any instant loses nothing and writes nothing twice. Commits
+//! happen at fixed record counts, so a resumed run writes the same bytes as an
+//! uninterrupted one.
+
+use crate::avro::{self, AvroError, StatusChangeWriter};
+use crate::engine::{Counters, Engine, EngineMeta};
+use crate::event::{decode_json_line, FieldIssue, Input, InvalidEvent, Validated};
+use crate::policy::Policy;
+use crate::status::{Level, Lifecycle, StatusChange, Tier};
+use crate::store::{SledStore, StoreError};
+use crate::time::Ts;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use thiserror::Error;
+
+/// Progress key of the replay source in the store.
+pub const SOURCE: &str = "replay";
+
+/// Output encoding of status changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputFormat {
+    /// JSON lines.
+    Json,
+    /// An Avro object container (`schemas/status_change.avsc`).
+    Avro,
+}
+
+/// What to replay and where.
+#[derive(Debug, Clone)]
+pub struct ReplayOptions {
+    /// Input files, in order (`.avro` files are read as Avro containers, anything else
+    /// as JSON lines).
+    pub inputs: Vec<PathBuf>,
+    /// State store directory.
+    pub store: PathBuf,
+    /// Status-change output file.
+    pub out: PathBuf,
+    /// Dead-letter file (JSON lines).
+    pub dead_letter: PathBuf,
+    /// Output format.
+    pub format: OutputFormat,
+    /// Start over: delete the store and truncate the outputs.
+    pub fresh: bool,
+    /// Commit every this many input records.
+    pub commit_every: u64,
+    /// Customers kept in memory between commits.
+    pub cache_capacity: usize,
+    /// After the inputs, advance stream time to this instant (firing due timers).
+    pub until: Option<Ts>,
+    /// The churn policy.
+    pub policy: Policy,
+}
+
+impl ReplayOptions {
+    /// Options with defaults for the given inputs and outputs.
+    pub fn new(inputs: Vec<PathBuf>, store: PathBuf, out: PathBuf) -> Self {
+        let dead_letter = default_dead_letter(&out);
+        ReplayOptions {
+            inputs,
+            store,
+            out,
+            dead_letter,
+            format: OutputFormat::Json,
+            fresh: false,
+            commit_every: 50_000,
+            cache_capacity: 500_000,
+            until: None,
+            policy: Policy::default(),
+        }
+    }
+}
+
+/// `<out>.dead.jsonl` beside the output.
+pub fn default_dead_letter(out: &Path) -> PathBuf {
+    let mut s = out.as_os_str().to_owned();
+    s.push(".dead.jsonl");
+    PathBuf::from(s)
+}
+
+/// A replay that cannot proceed.
+#[derive(Debug, Error)]
+pub enum ReplayError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A file could not be read or written.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// An Avro file is unusable as a whole.
+    #[error("Avro input {path}: {source}")]
+    Avro {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: AvroError,
+    },
+    /// The store belongs to a replay of other inputs or another output format.
+    #[error("the store at {store} holds a replay of {stored}, not of {given}; pass --fresh to start over or use another --store")]
+    Mismatch {
+        /// The store directory.
+        store: PathBuf,
+        /// What the store was used for.
+        stored: String,
+        /// What was asked now.
+        given: String,
+    },
+    /// Nothing to read.
+    #[error("no input files given; pass --input FILE (JSON lines or .avro)")]
+    NoInputs,
+}
+
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ReplayError + '_ {
+    move |source| ReplayError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Progress {
+    inputs: Vec<String>,
+    format: Option<OutputFormat>,
+    file_index: usize,
+    /// Byte offset (JSON lines) or record index (Avro) in the current file.
+    position: u64,
+    /// 1-based number of the last record read in the current file.
+    record_in_file: u64,
+    records: u64,
+    bad: u64,
+    field_issues: u64,
+    out_len: u64,
+    dead_len: u64,
+    finished: bool,
+    elapsed_ms: u64,
+}
+
+/// Progress of a running replay, for progress bars.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplayProgress {
+    /// Input bytes consumed (Avro files count as whole files once done).
+    pub bytes_done: u64,
+    /// Input bytes in all.
+    pub bytes_total: u64,
+    /// Records read so far.
+    pub records: u64,
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplaySummary {
+    /// Input records read (events, ticks and bad records).
+    pub records: u64,
+    /// Customer events accepted by validation.
+    pub events: u64,
+    /// Tick records.
+    pub ticks: u64,
+    /// Records rejected to the dead-letter file.
+    pub bad: u64,
+    /// Events kept with a bad field dropped (also noted in the dead-letter file).
+    pub field_issues: u64,
+    /// Duplicate events ignored.
+    pub duplicates: u64,
+    /// Late events.
+    pub late: u64,
+    /// Correcting status changes caused by late events.
+    pub corrections: u64,
+    /// Customers seen.
+    pub customers: u64,
+    /// Timers fired.
+    pub timers_fired: u64,
+    /// Status changes written.
+    pub status_changes: u64,
+    /// Status changes by new level.
+    pub changes_by_level: BTreeMap<String, u64>,
+    /// Customers by current level.
+    pub customers_by_level: BTreeMap<String, u64>,
+    /// Customers by current lifecycle stage.
+    pub customers_by_lifecycle: BTreeMap<String, u64>,
+    /// Customers by current tier.
+    pub customers_by_tier: BTreeMap<String, u64>,
+    /// Stream time at the end.
+    pub stream_time: Option<String>,
+    /// Wall-clock seconds spent (over all resumed runs).
+    pub elapsed_secs: f64,
+    /// Input records per second.
+    pub records_per_sec: f64,
+    /// Whether this run continued an interrupted one.
+    pub resumed: bool,
+    /// Whether the store already held the finished replay (nothing was done).
+    pub already_complete: bool,
+    /// State store size on disk.
+    pub store_bytes: u64,
+}
+
+fn named<const N: usize>(names: [&str; N], values: &[u64; N]) -> BTreeMap<String, u64> {
+    names
+        .iter()
+        .zip(values)
+        .map(|(n, v)| (n.to_string(), *v))
+        .collect()
+}
+
+fn summary(c: &Counters, meta: &EngineMeta, p: &Progress, resumed: bool, done: bool, store: u64) -> ReplaySummary {
+    let elapsed = p.elapsed_ms as f64 / 1000.0;
+    ReplaySummary {
+        records: p.records,
+        events: c.events,
+        ticks: c.ticks,
+        bad: p.bad,
+        field_issues: p.field_issues,
+        duplicates: c.duplicates,
+        late: c.late,
+        corrections: c.corrections,
+        customers: c.customers,
+        timers_fired: c.timers_fired,
+        status_changes: c.status_changes,
+        changes_by_level: named(Level::ALL.map(Level::as_str), &c.changes_by_level),
+        customers_by_level: named(Level::ALL.map(Level::as_str), &c.customers_by_level),
+        customers_by_lifecycle: named(Lifecycle::ALL.map(Lifecycle::as_str), &c.customers_by_lifecycle),
+        customers_by_tier: named(Tier::ALL.map(Tier::as_str), &c.customers_by_tier),
+        stream_time: meta.watermark.map(Ts::to_rfc3339),
+        elapsed_secs: elapsed,
+        records_per_sec: if elapsed > 0.0 { p.records as f64 / elapsed } else { 0.0 },
+        resumed,
+        already_complete: done,
+        store_bytes: store,
+    }
+}
+
+/// A dead-letter record.
+#[derive(Debug, Serialize)]
+struct DeadLetter<'a> {
+    source: &'a str,
+    record: u64,
+    outcome: &'static str,
+    code: &'a str,
+    field: Option<&'a str>,
+    reason: String,
+    raw: &'a str,
+}
+
+/// Longest raw input kept in a dead-letter record.
+const MAX_RAW: usize = 4096;
+
+fn truncate_raw(raw: &str) -> &str {
+    if raw.len() <= MAX_RAW {
+        return raw;
+    }
+    let mut end = MAX_RAW;
+    while !raw.is_char_boundary(end) {
+        end -= 1;
+    }
+    &raw[..end]
+}
+
+struct Outputs {
+    format: OutputFormat,
+    out_path: PathBuf,
+    dead_path: PathBuf,
+    out: BufWriter<File>,
+    dead: BufWriter<File>,
+    avro: Option<StatusChangeWriter>,
+    changes: Vec<StatusChange>,
+}
+
+impl Outputs {
+    fn open(opts: &ReplayOptions, p: &Progress) -> Result<Outputs, ReplayError> {
+        let open = |path: &Path, len: u64| -> Result<BufWriter<File>, ReplayError> {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(io("cannot create directory for", path))?;
+            }
+            let mut f = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(path)
+                .map_err(io("cannot open output", path))?;
+            f.set_len(len).map_err(io("cannot cut back output", path))?;
+            f.seek(SeekFrom::End(0)).map_err(io("cannot seek output", path))?;
+            Ok(BufWriter::with_capacity(1 << 20, f))
+        };
+        let mut out = open(&opts.out, p.out_len)?;
+        let avro = match opts.format {
+            OutputFormat::Json => None,
+            OutputFormat::Avro if p.out_len == 0 => Some(
+                StatusChangeWriter::new(&mut out).map_err(|source| ReplayError::Avro {
+                    path: opts.out.clone(),
+                    source,
+                })?,
+            ),
+            OutputFormat::Avro => Some(StatusChangeWriter::resume()),
+        };
+        Ok(Outputs {
+            format: opts.format,
+            out_path: opts.out.clone(),
+            dead_path: opts.dead_letter.clone(),
+            out,
+            dead: open(&opts.dead_letter, p.dead_len)?,
+            avro,
+            changes: Vec::new(),
+        })
+    }
+
+    fn dead(&mut self, d: &DeadLetter<'_>) -> Result<(), ReplayError> {
+        serde_json::to_writer(&mut self.dead, d)
+            .map_err(std::io::Error::from)
+            .and_then(|_| self.dead.write_all(b"\n"))
+            .map_err(io("cannot write dead letters to", &self.dead_path))
+    }
+
+    /// Writes the buffered changes, flushes and fsyncs both files; returns their lengths.
+    fn sync(&mut self) -> Result<(u64, u64), ReplayError> {
+        match self.format {
+            OutputFormat::Json => {
+                for c in &self.changes {
+                    serde_json::to_writer(&mut self.out, c)
+                        .map_err(std::io::Error::from)
+                        .and_then(|_| self.out.write_all(b"\n"))
+                        .map_err(io("cannot write status changes to", &self.out_path))?;
+                }
+            }
+            OutputFormat::Avro => {
+                let w = self.avro.as_mut().expect("avro writer for avro output");
+                w.write_block(&mut self.out, &self.changes)
+                    .map_err(|source| ReplayError::Avro {
+                        path: self.out_path.clone(),
+                        source,
+                    })?;
+            }
+        }
+        self.changes.clear();
+        let mut lens = [0u64; 2];
+        for (i, (w, path)) in [(&mut self.out, &self.out_path), (&mut self.dead, &self.dead_path)]
+            .into_iter()
+            .enumerate()
+        {
+            w.flush().map_err(io("cannot write", path))?;
+            let f = w.get_mut();
+            f.sync_data().map_err(io("cannot sync", path))?;
+            lens[i] = f.stream_position().map_err(io("cannot read position of", path))?;
+        }
+        Ok((lens[0], lens[1]))
+    }
+}
+
+/// Runs a replay; resumes from the store unless `fresh`.
+pub fn replay(
+    opts: &ReplayOptions,
+    progress: &mut dyn FnMut(ReplayProgress),
+) -> Result<ReplaySummary, ReplayError> {
+    if opts.inputs.is_empty() {
+        return Err(ReplayError::NoInputs);
+    }
+    let mut sizes = Vec::with_capacity(opts.inputs.len());
+    for p in &opts.inputs {
+        let m = std::fs::metadata(p).map_err(io("cannot read input", p))?;
+        sizes.push(m.len());
+    }
+    let names: Vec<String> = opts.inputs.iter().map(|p| p.display().to_string()).collect();
+    if opts.fresh && opts.store.exists() {
+        std::fs::remove_dir_all(&opts.store).map_err(io("cannot remove store", &opts.store))?;
+    }
+    let store = SledStore::open(&opts.store)?;
+    let stored: Option<Progress> = store
+        .load_progress(SOURCE)?
+        .map(|v| serde_json::from_slice(&v))
+        .transpose()
+        .map_err(|e| StoreError::Corrupt {
+            key: format!("p/{SOURCE}"),
+            reason: e.to_string(),
+        })?;
+    let resumed = stored.is_some();
+    let mut p = stored.unwrap_or_else(|| Progress {
+        inputs: names.clone(),
+        format: Some(opts.format),
+        ..Progress::default()
+    });
+    if p.inputs != names || p.format != Some(opts.format) {
+        return Err(ReplayError::Mismatch {
+            store: opts.store.clone(),
+            stored: format!("{:?} as {:?}", p.inputs, p.format),
+            given: format!("{names:?} as {:?}", opts.format),
+        });
+    }
+    let meta = store.load_meta()?.unwrap_or_default();
+    if p.finished {
+        return Ok(summary(&meta.counters, &meta, &p, resumed, true, store.size_on_disk()));
+    }
+    let mut engine = Engine::restore(opts.policy.clone(), meta, store.load_timers()?);
+    let mut outs = Outputs::open(opts, &p)?;
+    let started = Instant::now();
+    let elapsed_before = p.elapsed_ms;
+    let bytes_total: u64 = sizes.iter().sum();
+    let mut changes = Vec::new();
+
+    let mut commit = |engine: &mut Engine, outs: &mut Outputs, p: &mut Progress| -> Result<(), ReplayError> {
+        let (o, d) = outs.sync()?;
+        p.out_len = o;
+        p.dead_len = d;
+        p.elapsed_ms = elapsed_before + started.elapsed().as_millis() as u64;
+        let dirty = engine.take_dirty();
+        let bytes = serde_json::to_vec(p).expect("progress serialises");
+        store.commit(&dirty, &[(SOURCE, bytes)])?;
+        engine.evict(opts.cache_capacity);
+        Ok(())
+    };
+
+    while p.file_index < opts.inputs.len() {
+        let path = &opts.inputs[p.file_index];
+        let source = names[p.file_index].as_str();
+        let done_before: u64 = sizes[..p.file_index].iter().sum();
+        let is_avro = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("avro"));
+        let file = File::open(path).map_err(io("cannot open input", path))?;
+        let mut handle = |v: Result<Validated, InvalidEvent>,
+                          raw: &str,
+                          engine: &mut Engine,
+                          outs: &mut Outputs,
+                          p: &mut Progress|
+         -> Result<(), ReplayError> {
+            p.records += 1;
+            p.record_in_file += 1;
+            match v {
+                Ok(v) => {
+                    for FieldIssue { field, problem } in &v.issues {
+                        p.field_issues += 1;
+                        outs.dead(&DeadLetter {
+                            source,
+                            record: p.record_in_file,
+                            outcome: "field_dropped",
+                            code: "invalid_field",
+                            field: Some(field),
+                            reason: problem.clone(),
+                            raw: truncate_raw(raw),
+                        })?;
+                    }
+                    engine.process(v.input, &store, &mut changes)?;
+                    outs.changes.append(&mut changes);
+                }
+                Err(e) => {
+                    p.bad += 1;
+                    outs.dead(&DeadLetter {
+                        source,
+                        record: p.record_in_file,
+                        outcome: "rejected",
+                        code: e.code(),
+                        field: e.field(),
+                        reason: e.to_string(),
+                        raw: truncate_raw(raw),
+                    })?;
+                }
+            }
+            Ok(())
+        };
+        if is_avro {
+            let records = avro::read_container(BufReader::new(file)).map_err(|source| ReplayError::Avro {
+                path: path.clone(),
+                source,
+            })?;
+            for (i, r) in records.enumerate() {
+                if (i as u64) < p.position {
+                    continue;
+                }
+                p.position = i as u64 + 1;
+                handle(r, "<avro record>", &mut engine, &mut outs, &mut p)?;
+                if p.records % opts.commit_every == 0 {
+                    commit(&mut engine, &mut outs, &mut p)?;
+                    progress(ReplayProgress { bytes_done: done_before, bytes_total, records: p.records });
+                }
+            }
+        } else {
+            let mut reader = BufReader::with_capacity(1 << 20, file);
+            reader.seek(SeekFrom::Start(p.position)).map_err(io("cannot seek input", path))?;
+            let mut buf = Vec::with_capacity(1024);
+            loop {
+                buf.clear();
+                let n = reader.read_until(b'\n', &mut buf).map_err(io("cannot read input", path))?;
+                if n == 0 {
+                    break;
+                }
+                p.position += n as u64;
+                let text = String::from_utf8_lossy(&buf);
+                let line = text.trim();
+                if line.is_empty() {
+                    continue;
+                }
+                let v = if std::str::from_utf8(&buf).is_err() {
+                    Err(InvalidEvent::Malformed("line is not valid UTF-8".into()))
+                } else {
+                    decode_json_line(line)
+                };
+                handle(v, line, &mut engine, &mut outs, &mut p)?;
+                if p.records % opts.commit_every == 0 {
+                    commit(&mut engine, &mut outs, &mut p)?;
+                    progress(ReplayProgress { bytes_done: done_before + p.position, bytes_total, records: p.records });
+                }
+            }
+        }
+        p.file_index += 1;
+        p.position = 0;
+        p.record_in_file = 0;
+    }
+    if let Some(until) = opts.until {
+        engine.process(Input::Tick(until), &store, &mut changes)?;
+    }
+    engine.flush(&store, &mut changes)?;
+    outs.changes.append(&mut changes);
+    p.finished = true;
+    commit(&mut engine, &mut outs, &mut p)?;
+    progress(ReplayProgress { bytes_done: bytes_total, bytes_total, records: p.records });
+    let meta = engine.meta();
+    Ok(summary(&meta.counters, &meta, &p, resumed, false, store.size_on_disk()))
+}
+
+/// A customer's stored state and current status, as JSON.
+pub fn inspect(store_dir: &Path, customer_id: &str, policy: &Policy) -> Result<Option<serde_json::Value>, StoreError> {
+    use crate::engine::CustomerSource;
+    if !store_dir.exists() {
+        return Err(StoreError::Corrupt {
+            key: store_dir.display().to_string(),
+            reason: "no store at this path; run a replay first".into(),
+        });
+    }
+    let store = SledStore::open(store_dir)?;
+    let Some(state) = store.load(customer_id)? else {
+        return Ok(None);
+    };
+    let meta = store.load_meta()?.unwrap_or_default();
+    let at = meta.watermark;
+    let assessment = at.and_then(|t| state.assess(t, policy));
+    Ok(Some(serde_json::json!({
+        "customer_id": state.customer_id,
+        "stream_time": at.map(Ts::to_rfc3339),
+        "current": assessment.as_ref().map(|a| serde_json::json!({
+            "level": a.status.level,
+            "lifecycle": a.status.lifecycle,
+            "tier": a.status.tier,
+            "cell": a.status.cell(),
+            "days_since_last_visit": a.days_since_last_visit,
+            "reasons": a.reasons,
+        })),
+        "published": state.status.map(|s| serde_json::json!({
+            "level": s.level, "lifecycle": s.lifecycle, "tier": s.tier, "cell": s.cell(),
+            "since": state.status_since.map(Ts::to_rfc3339),
+        })),
+        "effective_customer": at.is_some_and(|t| state.is_effective(t)),
+        "next_timer": state.next_deadline.map(Ts::to_rfc3339),
+        "visits": {
+            "first": state.first_visit.map(Ts::to_rfc3339),
+            "last": state.last_visit.map(Ts::to_rfc3339),
+            "visit_days": state.visit_day_count,
+            "mean_interval_days": state.mean_interval_days(),
+            "visit_days_in_value_window": state.window_visits(policy),
+        },
+        "spend": {
+            "value_window": state.window_spend(),
+            "lifetime": state.lifetime_spend_cents as f64 / 100.0,
+            "repair_orders": state.ro_count,
+            "average_repair_order": state.avg_ro_value(),
+            "ro_mix": crate::event::RoType::ALL.iter().map(|t| (t.as_str(), state.ro_mix[t.index()])).collect::<BTreeMap<_, _>>(),
+        },
+        "odometer": {
+            "last_km": state.last_odometer.map(|o| o.km),
+            "km_per_day": state.km_per_day(policy),
+            "last_maintenance": state.last_maintenance.map(|m| serde_json::json!({"time": m.time.to_rfc3339(), "km": m.km})),
+        },
+        "vehicles": state.vehicles.iter().map(|v| serde_json::json!({
+            "vin": v.vin, "model": v.model, "purchase_date": v.purchase_date.map(Ts::to_date_string)})).collect::<Vec<_>>(),
+        "contracts": state.contracts.iter().map(|c| serde_json::json!({
+            "contract_id": c.contract_id, "contract_type": c.contract_type, "action": c.action,
+            "start": c.start.map(Ts::to_date_string), "end": c.end.map(Ts::to_date_string),
+            "amount": c.amount_cents as f64 / 100.0})).collect::<Vec<_>>(),
+        "in_service_region": state.in_service_region.map(|(_, b)| b),
+        "event_participations": state.event_participations,
+        "dealer_id": state.dealer_id,
+    })))
+}

@@ -1,0 +1,225 @@
+//! Integration tests of the file pipeline against a real sled store on disk and the
+//! real `churnwatch` binary: determinism, crash/resume, dead letters, inspect, Avro.
+
+use churnwatch::generate::{generate, GenConfig};
+use churnwatch::replay::{replay, OutputFormat, ReplayOptions};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_churnwatch"))
+}
+
+fn history(dir: &Path, customers: u64, seed: u64) -> PathBuf {
+    let cfg = GenConfig { customers, dealers: 4, years: 4, seed, ..GenConfig::default() };
+    let s = generate(&cfg, &dir.join("history"), &mut |_| {}).unwrap();
+    s.files.into_iter().find(|f| f.extension().is_some_and(|e| e == "jsonl")).unwrap()
+}
+
+fn opts(input: &Path, dir: &Path, name: &str) -> ReplayOptions {
+    let mut o = ReplayOptions::new(vec![input.to_path_buf()], dir.join(format!("{name}.store")), dir.join(format!("{name}.jsonl")));
+    o.fresh = true;
+    o
+}
+
+#[test]
+fn replaying_twice_gives_byte_identical_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = history(dir.path(), 300, 1);
+    let a = replay(&opts(&input, dir.path(), "a"), &mut |_| {}).unwrap();
+    let mut ob = opts(&input, dir.path(), "b");
+    ob.commit_every = 777; // commit points must not change the output
+    let b = replay(&ob, &mut |_| {}).unwrap();
+    assert!(a.status_changes > 50, "history too quiet: {a:?}");
+    assert_eq!(a.status_changes, b.status_changes);
+    let (x, y) = (std::fs::read(dir.path().join("a.jsonl")).unwrap(), std::fs::read(dir.path().join("b.jsonl")).unwrap());
+    assert!(x == y, "outputs differ");
+    assert_eq!(
+        std::fs::read(dir.path().join("a.jsonl.dead.jsonl")).unwrap(),
+        std::fs::read(dir.path().join("b.jsonl.dead.jsonl")).unwrap()
+    );
+    assert!(a.bad > 0 && a.duplicates > 0, "generator dirt should show: {a:?}");
+    assert!(a.changes_by_level["win_back"] > 0 && a.changes_by_level["retain"] > 0);
+}
+
+#[test]
+fn a_finished_replay_is_not_run_twice_and_other_inputs_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = history(dir.path(), 50, 2);
+    let o = opts(&input, dir.path(), "a");
+    let first = replay(&o, &mut |_| {}).unwrap();
+    let mut again = o.clone();
+    again.fresh = false;
+    let second = replay(&again, &mut |_| {}).unwrap();
+    assert!(second.already_complete);
+    assert_eq!(second.status_changes, first.status_changes);
+    let mut other = again.clone();
+    other.inputs.push(input.clone());
+    let e = replay(&other, &mut |_| {}).unwrap_err().to_string();
+    assert!(e.contains("--fresh"), "{e}");
+}
+
+#[test]
+fn every_malformed_kind_goes_to_the_dead_letter_file_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = r#"{"type":"visit","event_id":"ok","event_time":"2024-01-01T10:00:00Z","dealer_id":"D","customer_id":"C","visit_type":"service"}"#;
+    let lines = [
+        ("malformed", r#"{"type":"visit","event_id":"#.to_string()),
+        ("malformed", "[1,2,3]".to_string()),
+        ("malformed", "\u{0}\u{1}garbage".to_string()),
+        ("missing_field", good.replace(r#""customer_id":"C","#, "")),
+        ("missing_field", good.replace(r#""event_id":"ok","#, "")),
+        ("invalid_field", good.replace("2024-01-01T10:00:00Z", "01/01/2024")),
+        ("invalid_field", good.replace(r#""visit_type":"service""#, r#""visit_type":"drive_by""#)),
+        ("invalid_field", good.replace(r#""customer_id":"C""#, r#""customer_id":42"#)),
+        ("unknown_type", good.replace(r#""type":"visit""#, r#""type":"sale""#)),
+        ("invalid_field", r#"{"type":"repair_order","event_id":"r","event_time":"2024-01-01T10:00:00Z","dealer_id":"D","customer_id":"C","ro_number":"1","ro_type":"maintenance","total_amount":-3}"#.to_string()),
+        ("invalid_field", r#"{"type":"repair_order","event_id":"r","event_time":"2024-01-01T10:00:00Z","dealer_id":"D","customer_id":"C","ro_number":"1","ro_type":"oil","total_amount":3}"#.to_string()),
+        ("missing_field", r#"{"type":"contract","event_id":"k","event_time":"2024-01-01T10:00:00Z","dealer_id":"D","customer_id":"C","contract_id":"K","contract_type":"insurance","action":"signed"}"#.to_string()),
+    ];
+    let mut text = String::new();
+    for (_, l) in &lines {
+        text.push_str(l);
+        text.push('\n');
+    }
+    text.push_str(good);
+    text.push('\n');
+    // A bad VIN and a bad phone: the event is kept, the field is dropped and noted.
+    text.push_str(r#"{"type":"repair_order","event_id":"r2","event_time":"2024-01-02T10:00:00Z","dealer_id":"D","customer_id":"C","ro_number":"2","ro_type":"maintenance","total_amount":3,"vin":"LSVAA4182E21234","phone":"12-34"}"#);
+    text.push('\n');
+    let input = dir.path().join("dirty.jsonl");
+    std::fs::write(&input, text).unwrap();
+    let s = replay(&opts(&input, dir.path(), "d"), &mut |_| {}).unwrap();
+    assert_eq!(s.bad, lines.len() as u64);
+    assert_eq!(s.events, 2);
+    assert_eq!(s.field_issues, 2);
+    let dead: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("d.jsonl.dead.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(dead.len(), lines.len() + 2);
+    for (i, (code, _)) in lines.iter().enumerate() {
+        assert_eq!(dead[i]["code"], *code, "line {}: {}", i + 1, dead[i]);
+        assert_eq!(dead[i]["outcome"], "rejected");
+        assert_eq!(dead[i]["record"], (i + 1) as u64);
+        assert!(dead[i]["reason"].as_str().unwrap().len() > 10);
+    }
+    assert_eq!(dead[3]["field"], "customer_id");
+    let dropped: Vec<_> = dead[lines.len()..].iter().map(|d| d["field"].as_str().unwrap().to_string()).collect();
+    assert_eq!(dropped, vec!["phone", "vin"]);
+}
+
+/// Kills `churnwatch replay` with SIGKILL at random moments, resumes each time, and
+/// checks the final outputs are byte-identical to an uninterrupted run.
+#[test]
+fn sigkill_at_random_points_then_resume_gives_identical_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = history(dir.path(), 1500, 3);
+    let run = |name: &str, fresh: bool| {
+        let mut c = bin();
+        c.args(["replay", "--input"]).arg(&input)
+            .arg("--store").arg(dir.path().join(format!("{name}.store")))
+            .arg("--out").arg(dir.path().join(format!("{name}.jsonl")))
+            .args(["--commit-every", "400", "--log", "warn"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if fresh {
+            c.arg("--fresh");
+        }
+        c
+    };
+    assert!(run("whole", true).status().unwrap().success());
+
+    // Deterministic "random" kill points from a small LCG.
+    let mut seed: u64 = 0x5eed;
+    let mut kills = 0;
+    let mut fresh = true;
+    for _ in 0..6 {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let wait_ms = 40 + (seed >> 33) % 400;
+        let mut child = run("killed", fresh).spawn().unwrap();
+        fresh = false;
+        std::thread::sleep(Duration::from_millis(wait_ms));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            kills += 1;
+        }
+        child.wait().unwrap();
+    }
+    assert!(run("killed", false).status().unwrap().success());
+    assert!(kills >= 2, "the replay finished too fast to be interrupted ({kills} kills)");
+    let a = std::fs::read(dir.path().join("whole.jsonl")).unwrap();
+    let b = std::fs::read(dir.path().join("killed.jsonl")).unwrap();
+    assert!(!a.is_empty());
+    assert!(a == b, "outputs differ after {kills} kills: {} vs {} bytes", a.len(), b.len());
+    assert_eq!(
+        std::fs::read(dir.path().join("whole.jsonl.dead.jsonl")).unwrap(),
+        std::fs::read(dir.path().join("killed.jsonl.dead.jsonl")).unwrap()
+    );
+}
+
+#[test]
+fn avro_output_is_a_readable_container_and_deterministic() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = history(dir.path(), 200, 4);
+    let mut o = opts(&input, dir.path(), "j");
+    let json = replay(&o, &mut |_| {}).unwrap();
+    o = opts(&input, dir.path(), "v");
+    o.out = dir.path().join("v.avro");
+    o.format = OutputFormat::Avro;
+    o.commit_every = 1000;
+    replay(&o, &mut |_| {}).unwrap();
+    let bytes = std::fs::read(&o.out).unwrap();
+    let reader = apache_avro::Reader::new(&bytes[..]).unwrap();
+    let n = reader.map(|r| r.unwrap()).count() as u64;
+    assert_eq!(n, json.status_changes);
+    let first = std::fs::read(&o.out).unwrap();
+    replay(&o, &mut |_| {}).unwrap();
+    assert_eq!(first, std::fs::read(&o.out).unwrap());
+}
+
+#[test]
+fn cli_replay_inspect_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = history(dir.path(), 100, 5);
+    let store = dir.path().join("s");
+    let out = bin()
+        .args(["replay", "--input"]).arg(&input)
+        .arg("--store").arg(&store)
+        .arg("--out").arg(dir.path().join("o.jsonl"))
+        .output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("records/s"), "{stdout}");
+    let first = std::fs::read_to_string(dir.path().join("o.jsonl")).unwrap();
+    let change: serde_json::Value = serde_json::from_str(first.lines().next().unwrap()).unwrap();
+    let id = change["customer_id"].as_str().unwrap();
+    let out = bin().args(["inspect", "--store"]).arg(&store).args(["--customer", id]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["customer_id"], id);
+    assert!(v["current"]["level"].is_string());
+    let out = bin().args(["inspect", "--store"]).arg(&store).args(["--customer", "nobody"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not in the store"));
+    let bad_policy = dir.path().join("p.toml");
+    std::fs::write(&bad_policy, "[lifecycle]\nchurn_months = 3\n").unwrap();
+    let out = bin().args(["replay", "--input"]).arg(&input).arg("--store").arg(dir.path().join("s2"))
+        .arg("--out").arg(dir.path().join("o2.jsonl")).arg("--policy").arg(&bad_policy).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("churn_months"));
+    let out = bin().args(["replay", "--input", "/nonexistent.jsonl", "--store"]).arg(dir.path().join("s3"))
+        .arg("--out").arg(dir.path().join("o3.jsonl")).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.jsonl"));
+}
+
+#[test]
+fn demo_runs_with_nothing_else() {
+    let out = bin().args(["demo", "--customers", "150"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.contains("a few status changes") && s.contains("\"level\""), "{s}");
+}
