@@ -128,7 +128,7 @@ pub enum ReplayError {
     NoInputs,
 }
 
-fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ReplayError + '_ {
+fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ReplayError + 'a {
     move |source| ReplayError::Io {
         action,
         path: path.to_path_buf(),
@@ -413,7 +413,7 @@ pub fn replay(
     let bytes_total: u64 = sizes.iter().sum();
     let mut changes = Vec::new();
 
-    let mut commit = |engine: &mut Engine, outs: &mut Outputs, p: &mut Progress| -> Result<(), ReplayError> {
+    let commit = |engine: &mut Engine, outs: &mut Outputs, p: &mut Progress| -> Result<(), ReplayError> {
         let (o, d) = outs.sync()?;
         p.out_len = o;
         p.dead_len = d;

@@ -49,13 +49,22 @@ fn to_input(e: &Ev) -> Input {
 
 fn events() -> impl Strategy<Value = Vec<Ev>> {
     prop::collection::vec(
-        (0u8..4, 0u8..5, 0i64..(900 * DAY), 0u32..6000, 0u32..80_000),
+        // Events cluster on a few days, minutes apart, so that arrival delays within
+        // the lateness really reorder them.
+        (0u8..4, 0u8..5, (0i64..40, 0i64..300), 0u32..6000, 0u32..80_000),
         1..60,
     )
     .prop_map(|v| {
         v.into_iter()
             .enumerate()
-            .map(|(id, (kind, customer, time, amount, km))| Ev { kind, customer, time: BASE + time, amount, km, id })
+            .map(|(id, (kind, customer, (day, minute), amount, km))| Ev {
+                kind,
+                customer,
+                time: BASE + day * 25 * DAY + minute * 60_000,
+                amount,
+                km,
+                id,
+            })
             .collect()
     })
 }
