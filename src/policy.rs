@@ -299,6 +299,12 @@ mod tests {
     }
 
     #[test]
+    fn shipped_example_is_the_default() {
+        let p = Policy::from_toml(include_str!("../deploy/policy.toml")).unwrap();
+        assert_eq!(p, Policy::default());
+    }
+
+    #[test]
     fn round_trips() {
         let p = Policy::default();
         assert_eq!(Policy::from_toml(&p.to_toml()).unwrap(), p);
