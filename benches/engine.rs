@@ -56,23 +56,30 @@ fn bench_engine(c: &mut Criterion) {
             .map(|l| decode_json_line(l).unwrap().input)
             .collect();
         g.throughput(Throughput::Elements(inputs.len() as u64));
-        g.bench_with_input(BenchmarkId::new("process", customers), &inputs, |b, inputs| {
-            b.iter(|| {
-                let mut e = Engine::new(Policy::default());
-                let mut out = Vec::new();
-                for i in inputs {
-                    e.process(i.clone(), &NoSource, &mut out).unwrap();
-                }
-                e.flush(&NoSource, &mut out).unwrap();
-                black_box(out.len())
-            })
-        });
+        g.bench_with_input(
+            BenchmarkId::new("process", customers),
+            &inputs,
+            |b, inputs| {
+                b.iter(|| {
+                    let mut e = Engine::new(Policy::default());
+                    let mut out = Vec::new();
+                    for i in inputs {
+                        e.process(i.clone(), &NoSource, &mut out).unwrap();
+                    }
+                    e.flush(&NoSource, &mut out).unwrap();
+                    black_box(out.len())
+                })
+            },
+        );
     }
     g.finish();
 }
 
 fn bench_assess(c: &mut Criterion) {
-    let inputs: Vec<Input> = stream(100).iter().map(|l| decode_json_line(l).unwrap().input).collect();
+    let inputs: Vec<Input> = stream(100)
+        .iter()
+        .map(|l| decode_json_line(l).unwrap().input)
+        .collect();
     let mut e = Engine::new(Policy::default());
     let mut out = Vec::new();
     for i in inputs {
@@ -82,8 +89,12 @@ fn bench_assess(c: &mut Criterion) {
     let state = e.cached("C7").expect("customer present").clone();
     let policy = Policy::default();
     let t = Ts::ymd_hms(2024, 6, 1, 0, 0, 0);
-    c.bench_function("assess_one_customer", |b| b.iter(|| black_box(state.assess(black_box(t), &policy))));
-    c.bench_function("next_deadline_one_customer", |b| b.iter(|| black_box(state.next_deadline(black_box(t), &policy))));
+    c.bench_function("assess_one_customer", |b| {
+        b.iter(|| black_box(state.assess(black_box(t), &policy)))
+    });
+    c.bench_function("next_deadline_one_customer", |b| {
+        b.iter(|| black_box(state.next_deadline(black_box(t), &policy)))
+    });
 }
 
 criterion_group!(benches, bench_decode, bench_engine, bench_assess);

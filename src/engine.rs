@@ -268,11 +268,7 @@ impl Engine {
         }
     }
 
-    fn entry<S: CustomerSource>(
-        &mut self,
-        e: &Event,
-        src: &S,
-    ) -> Result<&mut Entry, S::Error> {
+    fn entry<S: CustomerSource>(&mut self, e: &Event, src: &S) -> Result<&mut Entry, S::Error> {
         if !self.cache.contains_key(&e.customer_id) {
             let loaded = src.load(&e.customer_id)?;
             let entry = match loaded {
@@ -313,14 +309,25 @@ impl Engine {
                 code: "visited".into(),
                 text: format!(
                     "{} on {}",
-                    if e.type_name() == "repair_order" { "repair order" } else { "visit" },
+                    if e.type_name() == "repair_order" {
+                        "repair order"
+                    } else {
+                        "visit"
+                    },
                     e.event_time.to_date_string()
                 ),
             })
         } else {
             None
         };
-        self.evaluate(&e.customer_id, e.event_time, Trigger::Event, false, extra, out);
+        self.evaluate(
+            &e.customer_id,
+            e.event_time,
+            Trigger::Event,
+            false,
+            extra,
+            out,
+        );
         Ok(())
     }
 
@@ -397,25 +404,29 @@ impl Engine {
         out: &mut Vec<StatusChange>,
     ) {
         let dwell = self.policy.dwell_ms();
-        let entry = self.cache.get_mut(customer).expect("cached before evaluate");
+        let entry = self
+            .cache
+            .get_mut(customer)
+            .expect("cached before evaluate");
         let state = &mut entry.state;
-        let Some(a) = state.assess(t, &self.policy) else {
+        let Some(status) = state.status_at(t, &self.policy) else {
             set_deadline(&mut self.timers, state, None);
             return;
         };
         let mut extra_deadline = None;
         match state.status {
-            None if a.status.level == Level::Normal => {
-                state.status = Some(a.status);
+            None if status.level == Level::Normal => {
+                state.status = Some(status);
                 state.status_since = Some(t);
-                self.counters.count_status(&a.status, 1);
+                self.counters.count_status(&status, 1);
             }
-            Some(prev) if prev == a.status => {}
+            Some(prev) if prev == status => {}
             prev => {
                 let since = state.status_since.unwrap_or(Ts(i64::MIN));
                 if prev.is_some() && !correction && t.0 < since.0.saturating_add(dwell) {
                     extra_deadline = Some(Ts(since.0 + dwell));
                 } else {
+                    let a = state.assess(t, &self.policy).expect("assessed above");
                     let from = prev.unwrap_or(Status {
                         level: Level::Normal,
                         lifecycle: Lifecycle::Active,
@@ -558,20 +569,34 @@ mod tests {
     }
 
     fn visit(id: &str, cust: &str, t: &str) -> Input {
-        ev(json!({"type":"visit","event_id":id,"event_time":t,"dealer_id":"D1",
-                  "customer_id":cust,"visit_type":"service","in_service_region":true}))
+        ev(
+            json!({"type":"visit","event_id":id,"event_time":t,"dealer_id":"D1",
+                  "customer_id":cust,"visit_type":"service","in_service_region":true}),
+        )
     }
 
     fn ro(id: &str, cust: &str, t: &str, ty: &str, km: f64, amount: f64) -> Input {
-        ev(json!({"type":"repair_order","event_id":id,"event_time":t,"dealer_id":"D1",
+        ev(
+            json!({"type":"repair_order","event_id":id,"event_time":t,"dealer_id":"D1",
                   "customer_id":cust,"ro_number":id,"ro_type":ty,"mileage_km":km,
-                  "total_amount":amount}))
+                  "total_amount":amount}),
+        )
     }
 
-    fn contract(id: &str, cust: &str, t: &str, ty: &str, action: &str, start: &str, end: &str) -> Input {
-        ev(json!({"type":"contract","event_id":id,"event_time":t,"dealer_id":"D1",
+    fn contract(
+        id: &str,
+        cust: &str,
+        t: &str,
+        ty: &str,
+        action: &str,
+        start: &str,
+        end: &str,
+    ) -> Input {
+        ev(
+            json!({"type":"contract","event_id":id,"event_time":t,"dealer_id":"D1",
                   "customer_id":cust,"contract_id":format!("K-{cust}-{ty}"),"contract_type":ty,
-                  "action":action,"start_date":start,"end_date":end,"amount":2000}))
+                  "action":action,"start_date":start,"end_date":end,"amount":2000}),
+        )
     }
 
     fn tick(t: &str) -> Input {
@@ -609,9 +634,24 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                ("2024-07-10T09:00:00Z", Level::Retain, Lifecycle::QuasiChurned, Trigger::Timer),
-                ("2025-01-10T09:00:00Z", Level::WinBack, Lifecycle::Churned, Trigger::Timer),
-                ("2026-01-10T09:00:00Z", Level::WinBack, Lifecycle::FullyChurned, Trigger::Timer),
+                (
+                    "2024-07-10T09:00:00Z",
+                    Level::Retain,
+                    Lifecycle::QuasiChurned,
+                    Trigger::Timer
+                ),
+                (
+                    "2025-01-10T09:00:00Z",
+                    Level::WinBack,
+                    Lifecycle::Churned,
+                    Trigger::Timer
+                ),
+                (
+                    "2026-01-10T09:00:00Z",
+                    Level::WinBack,
+                    Lifecycle::FullyChurned,
+                    Trigger::Timer
+                ),
             ]
         );
         assert_eq!(out[0].previous_level, Level::Normal);
@@ -628,7 +668,10 @@ mod tests {
         // Stream time = 2024-07-10T11:00 - 120 min = 09:00 exactly: the timer fires.
         let out = run(
             &mut e,
-            vec![visit("v1", "C1", "2024-01-10T09:00:00Z"), tick("2024-07-10T10:59:59Z")],
+            vec![
+                visit("v1", "C1", "2024-01-10T09:00:00Z"),
+                tick("2024-07-10T10:59:59Z"),
+            ],
         );
         assert!(out.is_empty());
         let out = run(&mut e, vec![tick("2024-07-10T11:00:00Z")]);
@@ -668,7 +711,10 @@ mod tests {
             ],
         );
         let last = out.last().unwrap();
-        assert_eq!((last.previous_level, last.level), (Level::WinBack, Level::Normal));
+        assert_eq!(
+            (last.previous_level, last.level),
+            (Level::WinBack, Level::Normal)
+        );
         assert_eq!(last.trigger, Trigger::Event);
         assert!(last.reasons.iter().any(|r| r.code == "visited"));
     }
@@ -680,8 +726,22 @@ mod tests {
         let out = run(
             &mut e,
             vec![
-                ro("r1", "C", "2024-01-01T00:00:00Z", "general_repair", 10_000.0, 800.0),
-                ro("r2", "C", "2024-04-10T00:00:00Z", "maintenance", 20_000.0, 600.0),
+                ro(
+                    "r1",
+                    "C",
+                    "2024-01-01T00:00:00Z",
+                    "general_repair",
+                    10_000.0,
+                    800.0,
+                ),
+                ro(
+                    "r2",
+                    "C",
+                    "2024-04-10T00:00:00Z",
+                    "maintenance",
+                    20_000.0,
+                    600.0,
+                ),
                 tick("2024-12-31T00:00:00Z"),
             ],
         );
@@ -689,7 +749,10 @@ mod tests {
         assert_eq!((out[0].cell.as_str(), out[0].level), ("AG", Level::Normal));
         assert_eq!(out[1].level, Level::Prevent);
         assert_eq!(out[1].event_time, "2024-07-19T00:00:00Z");
-        assert!(out[1].reasons.iter().any(|r| r.code == "maintenance_due_mileage"));
+        assert!(out[1]
+            .reasons
+            .iter()
+            .any(|r| r.code == "maintenance_due_mileage"));
     }
 
     #[test]
@@ -699,11 +762,22 @@ mod tests {
             &mut e,
             vec![
                 visit("v", "C", "2024-01-10T09:00:00Z"),
-                contract("k", "C", "2024-01-10T10:00:00Z", "maintenance_plan", "signed", "2024-01-10", "2025-03-01"),
+                contract(
+                    "k",
+                    "C",
+                    "2024-01-10T10:00:00Z",
+                    "maintenance_plan",
+                    "signed",
+                    "2024-01-10",
+                    "2025-03-01",
+                ),
                 tick("2025-12-31T00:00:00Z"),
             ],
         );
-        let got: Vec<_> = out.iter().map(|c| (c.event_time.as_str(), c.level)).collect();
+        let got: Vec<_> = out
+            .iter()
+            .map(|c| (c.event_time.as_str(), c.level))
+            .collect();
         // The plan lowers retain to prevent at 6 months, until its warning window starts
         // 60 days before its end; then retain; then win_back at 12 months.
         assert_eq!(
@@ -714,7 +788,10 @@ mod tests {
                 ("2025-01-10T09:00:00Z", Level::WinBack),
             ]
         );
-        assert!(out[0].reasons.iter().any(|r| r.code == "maintenance_plan_active"));
+        assert!(out[0]
+            .reasons
+            .iter()
+            .any(|r| r.code == "maintenance_plan_active"));
     }
 
     #[test]
@@ -724,7 +801,15 @@ mod tests {
             &mut e,
             vec![
                 visit("v", "C", "2024-01-10T09:00:00Z"),
-                contract("k", "C", "2024-01-11T09:00:00Z", "extended_warranty", "signed", "2023-05-01", "2024-05-01"),
+                contract(
+                    "k",
+                    "C",
+                    "2024-01-11T09:00:00Z",
+                    "extended_warranty",
+                    "signed",
+                    "2023-05-01",
+                    "2024-05-01",
+                ),
                 tick("2024-05-05T00:00:00Z"),
             ],
         );
@@ -740,10 +825,31 @@ mod tests {
         run(
             &mut e,
             vec![
-                ro("r1", "C", "2024-01-01T00:00:00Z", "maintenance", 1000.0, 500.0),
-                ro("r1", "C", "2024-01-01T00:00:00Z", "maintenance", 1000.0, 500.0),
+                ro(
+                    "r1",
+                    "C",
+                    "2024-01-01T00:00:00Z",
+                    "maintenance",
+                    1000.0,
+                    500.0,
+                ),
+                ro(
+                    "r1",
+                    "C",
+                    "2024-01-01T00:00:00Z",
+                    "maintenance",
+                    1000.0,
+                    500.0,
+                ),
                 tick("2024-02-01T00:00:00Z"),
-                ro("r1", "C", "2024-01-01T00:00:00Z", "maintenance", 1000.0, 500.0),
+                ro(
+                    "r1",
+                    "C",
+                    "2024-01-01T00:00:00Z",
+                    "maintenance",
+                    1000.0,
+                    500.0,
+                ),
             ],
         );
         assert_eq!(e.counters().duplicates, 2);
@@ -757,12 +863,18 @@ mod tests {
         let mut e = Engine::new(Policy::default());
         let out = run(
             &mut e,
-            vec![visit("a", "C", "2024-01-10T09:00:00Z"), tick("2024-08-01T00:00:00Z")],
+            vec![
+                visit("a", "C", "2024-01-10T09:00:00Z"),
+                tick("2024-08-01T00:00:00Z"),
+            ],
         );
         assert_eq!(out[0].level, Level::Retain);
         let out = run(&mut e, vec![visit("late", "C", "2024-06-01T09:00:00Z")]);
         assert_eq!(out.len(), 1);
-        assert_eq!((out[0].previous_level, out[0].level), (Level::Retain, Level::Normal));
+        assert_eq!(
+            (out[0].previous_level, out[0].level),
+            (Level::Retain, Level::Normal)
+        );
         assert_eq!(out[0].event_time, "2024-07-31T22:00:00Z");
         assert!(out[0].reasons.iter().any(|r| r.code == "late_event"));
         assert_eq!(e.counters().late, 1);
@@ -786,10 +898,16 @@ mod tests {
                 tick("2024-07-30T00:00:00Z"),
             ],
         );
-        let got: Vec<_> = out.iter().map(|c| (c.event_time.as_str(), c.level)).collect();
+        let got: Vec<_> = out
+            .iter()
+            .map(|c| (c.event_time.as_str(), c.level))
+            .collect();
         assert_eq!(
             got,
-            vec![("2024-07-10T09:00:00Z", Level::Retain), ("2024-07-20T09:00:00Z", Level::Normal)]
+            vec![
+                ("2024-07-10T09:00:00Z", Level::Retain),
+                ("2024-07-20T09:00:00Z", Level::Normal)
+            ]
         );
     }
 
@@ -799,22 +917,42 @@ mod tests {
         let out = run(
             &mut e,
             vec![
-                ro("r1", "C", "2024-01-10T09:00:00Z", "general_repair", 1000.0, 9000.0),
+                ro(
+                    "r1",
+                    "C",
+                    "2024-01-10T09:00:00Z",
+                    "general_repair",
+                    1000.0,
+                    9000.0,
+                ),
                 tick("2025-02-01T00:00:00Z"),
             ],
         );
         assert!(out.iter().all(|c| c.tier == Tier::Diamond));
         assert_eq!(out.last().unwrap().cell, "CD");
-        assert!(out.last().unwrap().recommended_actions.contains(&"win_back_call".to_string()));
+        assert!(out
+            .last()
+            .unwrap()
+            .recommended_actions
+            .contains(&"win_back_call".to_string()));
     }
 
     #[test]
     fn take_dirty_tracks_timer_changes() {
         let mut e = Engine::new(Policy::default());
-        run(&mut e, vec![visit("a", "C", "2024-01-10T09:00:00Z"), tick("2024-01-11T00:00:00Z")]);
+        run(
+            &mut e,
+            vec![
+                visit("a", "C", "2024-01-10T09:00:00Z"),
+                tick("2024-01-11T00:00:00Z"),
+            ],
+        );
         let d = e.take_dirty();
         assert_eq!(d.customers.len(), 1);
-        assert_eq!(d.timers_added, vec![(Ts::ymd_hms(2024, 7, 10, 9, 0, 0), "C".to_string())]);
+        assert_eq!(
+            d.timers_added,
+            vec![(Ts::ymd_hms(2024, 7, 10, 9, 0, 0), "C".to_string())]
+        );
         assert!(e.take_dirty().customers.is_empty());
         run(&mut e, vec![tick("2024-08-01T00:00:00Z")]);
         let d = e.take_dirty();

@@ -371,12 +371,7 @@ impl<'a> Fields<'a> {
             Some(Value::Number(n)) => n.as_f64(),
             Some(Value::String(s)) => match s.trim().parse::<f64>() {
                 Ok(n) => Some(n),
-                Err(_) => {
-                    return Err(InvalidEvent::invalid(
-                        f,
-                        format!("`{s}` is not a number"),
-                    ))
-                }
+                Err(_) => return Err(InvalidEvent::invalid(f, format!("`{s}` is not a number"))),
             },
             Some(other) => {
                 return Err(InvalidEvent::invalid(
@@ -468,10 +463,14 @@ pub fn normalize_vin(raw: &str) -> Result<String, String> {
         ));
     }
     if let Some(c) = v.chars().find(|c| !c.is_ascii_alphanumeric()) {
-        return Err(format!("VIN contains `{c}`; only letters and digits are allowed"));
+        return Err(format!(
+            "VIN contains `{c}`; only letters and digits are allowed"
+        ));
     }
     if let Some(c) = v.chars().find(|c| matches!(c, 'I' | 'O' | 'Q')) {
-        return Err(format!("VIN contains `{c}`; I, O and Q never occur in a VIN"));
+        return Err(format!(
+            "VIN contains `{c}`; I, O and Q never occur in a VIN"
+        ));
     }
     Ok(v)
 }
@@ -510,7 +509,9 @@ pub fn normalize_phone(raw: &str) -> Result<String, String> {
         ));
     };
     if explicit && intl.starts_with("86") && intl.len() == 13 && !intl[2..].starts_with('1') {
-        return Err(format!("phone `{raw}` is not a valid Chinese mobile number"));
+        return Err(format!(
+            "phone `{raw}` is not a valid Chinese mobile number"
+        ));
     }
     if !(8..=15).contains(&intl.len()) {
         return Err(format!(
@@ -591,11 +592,7 @@ pub fn validate(record: &Value) -> Result<Validated, InvalidEvent> {
                 vehicle_model: f.opt_str("vehicle_model")?.map(str::to_string),
                 vehicle_purchase_date: f.opt_date("vehicle_purchase_date")?,
                 ro_number: f.id("ro_number")?,
-                ro_type: f.enum_of(
-                    "ro_type",
-                    &RoType::ALL.map(RoType::as_str),
-                    &RoType::ALL,
-                )?,
+                ro_type: f.enum_of("ro_type", &RoType::ALL.map(RoType::as_str), &RoType::ALL)?,
                 mileage_km,
                 labor_amount,
                 parts_amount,
@@ -680,9 +677,8 @@ pub fn validate(record: &Value) -> Result<Validated, InvalidEvent> {
 
 /// Decodes and validates one JSON line.
 pub fn decode_json_line(line: &str) -> Result<Validated, InvalidEvent> {
-    let v: Value = serde_json::from_str(line).map_err(|e| {
-        InvalidEvent::Malformed(format!("not valid JSON ({e})"))
-    })?;
+    let v: Value = serde_json::from_str(line)
+        .map_err(|e| InvalidEvent::Malformed(format!("not valid JSON ({e})")))?;
     validate(&v)
 }
 
@@ -704,7 +700,9 @@ mod tests {
         let v = validate(&ro()).unwrap();
         assert!(v.issues.is_empty());
         let Input::Event(e) = v.input else { panic!() };
-        let EventBody::RepairOrder(r) = &e.body else { panic!() };
+        let EventBody::RepairOrder(r) = &e.body else {
+            panic!()
+        };
         assert_eq!(r.vin.as_deref(), Some("LSVAA4182E2123456"));
         assert_eq!(e.phone.as_deref(), Some("+8613800138000"));
         assert_eq!(r.ro_type, RoType::Maintenance);
@@ -725,7 +723,10 @@ mod tests {
     fn precise_errors() {
         let mut r = ro();
         r.as_object_mut().unwrap().remove("customer_id");
-        assert_eq!(validate(&r).unwrap_err(), InvalidEvent::Missing("customer_id".into()));
+        assert_eq!(
+            validate(&r).unwrap_err(),
+            InvalidEvent::Missing("customer_id".into())
+        );
         let mut r = ro();
         r["total_amount"] = json!(-5);
         let e = validate(&r).unwrap_err();
@@ -733,14 +734,20 @@ mod tests {
         assert!(e.to_string().contains("total_amount"), "{e}");
         let mut r = ro();
         r["ro_type"] = json!("oil");
-        assert!(validate(&r).unwrap_err().to_string().contains("`oil` is not one of"));
+        assert!(validate(&r)
+            .unwrap_err()
+            .to_string()
+            .contains("`oil` is not one of"));
         let mut r = ro();
         r["event_time"] = json!("yesterday");
         assert!(validate(&r).unwrap_err().to_string().contains("event_time"));
         let mut r = ro();
         r["type"] = json!("sale");
         assert_eq!(validate(&r).unwrap_err().code(), "unknown_type");
-        assert_eq!(decode_json_line("{not json").unwrap_err().code(), "malformed");
+        assert_eq!(
+            decode_json_line("{not json").unwrap_err().code(),
+            "malformed"
+        );
         assert_eq!(decode_json_line("[1]").unwrap_err().code(), "malformed");
     }
 
@@ -748,15 +755,25 @@ mod tests {
     fn total_from_parts() {
         let mut r = ro();
         r.as_object_mut().unwrap().remove("total_amount");
-        let Input::Event(e) = validate(&r).unwrap().input else { panic!() };
-        let EventBody::RepairOrder(r) = e.body else { panic!() };
+        let Input::Event(e) = validate(&r).unwrap().input else {
+            panic!()
+        };
+        let EventBody::RepairOrder(r) = e.body else {
+            panic!()
+        };
         assert!((r.total_amount - 580.5).abs() < 1e-9);
     }
 
     #[test]
     fn phones() {
-        assert_eq!(normalize_phone("+86 138 0013 8000").unwrap(), "+8613800138000");
-        assert_eq!(normalize_phone("0086-13800138000").unwrap(), "+8613800138000");
+        assert_eq!(
+            normalize_phone("+86 138 0013 8000").unwrap(),
+            "+8613800138000"
+        );
+        assert_eq!(
+            normalize_phone("0086-13800138000").unwrap(),
+            "+8613800138000"
+        );
         assert_eq!(normalize_phone("(010) 6552-9988").unwrap(), "+861065529988");
         assert_eq!(normalize_phone("+49 30 1234567").unwrap(), "+49301234567");
         assert!(normalize_phone("12345").is_err());
@@ -771,7 +788,10 @@ mod tests {
         assert!(validate(&c).is_ok());
         let mut bad = c.clone();
         bad["end_date"] = json!("2023-01-01");
-        assert!(validate(&bad).unwrap_err().to_string().contains("before start_date"));
+        assert!(validate(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("before start_date"));
         let v = json!({"type":"visit","event_id":"v","event_time":"2024-02-01T00:00:00Z",
             "dealer_id":"D","customer_id":"C","visit_type":"showroom","in_service_region":false});
         assert!(validate(&v).is_ok());

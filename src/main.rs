@@ -11,7 +11,11 @@ use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
-#[command(name = "churnwatch", version, about = "Churn early warning for automotive after-sales")]
+#[command(
+    name = "churnwatch",
+    version,
+    about = "Churn early warning for automotive after-sales"
+)]
 struct Cli {
     /// Log filter (e.g. `info`, `churnwatch=debug`); also RUST_LOG.
     #[arg(long, global = true, env = "CHURNWATCH_LOG", default_value = "info")]
@@ -167,14 +171,20 @@ impl Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
             let b = ProgressBar::new(total);
             b.set_style(
-                ProgressStyle::with_template("{msg:10} [{bar:40}] {percent:>3}% {elapsed_precise} eta {eta}")
-                    .expect("valid template")
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{msg:10} [{bar:40}] {percent:>3}% {elapsed_precise} eta {eta}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
             );
             b.set_message(what);
             b
         });
-        Progress { bar, what, last_decile: 0 }
+        Progress {
+            bar,
+            what,
+            last_decile: 0,
+        }
     }
 
     fn set(&mut self, done: u64, total: u64, detail: &str) {
@@ -202,7 +212,15 @@ impl Progress {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Generate { customers, dealers, years, seed, start, dirty_rate, out } => {
+        Command::Generate {
+            customers,
+            dealers,
+            years,
+            seed,
+            start,
+            dirty_rate,
+            out,
+        } => {
             let cfg = GenConfig {
                 customers,
                 dealers,
@@ -239,7 +257,11 @@ fn run(cli: Cli) -> Result<()> {
             opts.commit_every = a.commit_every;
             opts.cache_capacity = a.cache_capacity;
             opts.policy = load_policy(a.policy.as_deref())?;
-            opts.until = a.until.as_deref().map(|u| parse_instant(u, "--until")).transpose()?;
+            opts.until = a
+                .until
+                .as_deref()
+                .map(|u| parse_instant(u, "--until"))
+                .transpose()?;
             let s = run_replay(&opts)?;
             print_summary(&s, &opts);
             if let Some(path) = a.summary_json {
@@ -248,14 +270,21 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Inspect { store, customer, policy } => {
+        Command::Inspect {
+            store,
+            customer,
+            policy,
+        } => {
             let policy = load_policy(policy.as_deref())?;
             match replay::inspect(&store, &customer, &policy)? {
                 Some(v) => {
                     println!("{}", serde_json::to_string_pretty(&v)?);
                     Ok(())
                 }
-                None => bail!("customer `{customer}` is not in the store at {}", store.display()),
+                None => bail!(
+                    "customer `{customer}` is not in the store at {}",
+                    store.display()
+                ),
             }
         }
         Command::Demo { customers, dir } => demo(customers, dir),
@@ -268,46 +297,88 @@ fn run(cli: Cli) -> Result<()> {
 
 fn run_generate(cfg: &GenConfig, out: &Path) -> Result<generate::GenSummary> {
     let mut p = Progress::new("generating", cfg.customers);
-    let s = generate::generate(cfg, out, &mut |g: GenProgress| p.set(g.done, g.total, "of customers"))
-        .with_context(|| format!("generating into {}", out.display()))?;
+    let s = generate::generate(cfg, out, &mut |g: GenProgress| {
+        p.set(g.done, g.total, "of customers")
+    })
+    .with_context(|| format!("generating into {}", out.display()))?;
     p.finish();
     Ok(s)
 }
 
 fn run_replay(opts: &ReplayOptions) -> Result<ReplaySummary> {
     let mut p = Progress::new("replaying", 1);
-    let s = replay::replay(opts, &mut |r: ReplayProgress| p.set(r.bytes_done, r.bytes_total, "of input"))?;
+    let s = replay::replay(opts, &mut |r: ReplayProgress| {
+        p.set(r.bytes_done, r.bytes_total, "of input")
+    })?;
     p.finish();
     Ok(s)
 }
 
 fn print_summary(s: &ReplaySummary, opts: &ReplayOptions) {
     if s.already_complete {
-        println!("this replay was already complete in {}; pass --fresh to run it again", opts.store.display());
+        println!(
+            "this replay was already complete in {}; pass --fresh to run it again",
+            opts.store.display()
+        );
     } else if s.resumed {
-        println!("resumed an interrupted replay from {}", opts.store.display());
+        println!(
+            "resumed an interrupted replay from {}",
+            opts.store.display()
+        );
     }
-    println!("records      {:>12}  ({} events, {} ticks)", s.records, s.events, s.ticks);
-    println!("bad          {:>12}  rejected to {}", s.bad, opts.dead_letter.display());
-    println!("field issues {:>12}  (bad VIN/phone dropped, event kept)", s.field_issues);
+    println!(
+        "records      {:>12}  ({} events, {} ticks)",
+        s.records, s.events, s.ticks
+    );
+    println!(
+        "bad          {:>12}  rejected to {}",
+        s.bad,
+        opts.dead_letter.display()
+    );
+    println!(
+        "field issues {:>12}  (bad VIN/phone dropped, event kept)",
+        s.field_issues
+    );
     println!("duplicates   {:>12}", s.duplicates);
-    println!("late         {:>12}  ({} corrections)", s.late, s.corrections);
+    println!(
+        "late         {:>12}  ({} corrections)",
+        s.late, s.corrections
+    );
     println!("customers    {:>12}", s.customers);
     println!("timers fired {:>12}", s.timers_fired);
-    println!("changes      {:>12}  written to {}", s.status_changes, opts.out.display());
+    println!(
+        "changes      {:>12}  written to {}",
+        s.status_changes,
+        opts.out.display()
+    );
     for (k, v) in &s.changes_by_level {
         println!("  to {k:<10}{v:>12}");
     }
-    println!("customers now by level:     {}", fmt_map(&s.customers_by_level));
-    println!("customers now by lifecycle: {}", fmt_map(&s.customers_by_lifecycle));
-    println!("customers now by tier:      {}", fmt_map(&s.customers_by_tier));
+    println!(
+        "customers now by level:     {}",
+        fmt_map(&s.customers_by_level)
+    );
+    println!(
+        "customers now by lifecycle: {}",
+        fmt_map(&s.customers_by_lifecycle)
+    );
+    println!(
+        "customers now by tier:      {}",
+        fmt_map(&s.customers_by_tier)
+    );
     println!("stream time  {}", s.stream_time.as_deref().unwrap_or("-"));
-    println!("elapsed      {:>12.2} s  ({:.0} records/s)", s.elapsed_secs, s.records_per_sec);
+    println!(
+        "elapsed      {:>12.2} s  ({:.0} records/s)",
+        s.elapsed_secs, s.records_per_sec
+    );
     println!("store        {:>12} bytes", s.store_bytes);
 }
 
 fn fmt_map(m: &std::collections::BTreeMap<String, u64>) -> String {
-    m.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+    m.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn demo(customers: u64, dir: Option<PathBuf>) -> Result<()> {
@@ -320,12 +391,28 @@ fn demo(customers: u64, dir: Option<PathBuf>) -> Result<()> {
             tmp.path().to_path_buf()
         }
     };
-    let cfg = GenConfig { customers, dealers: 5, years: 5, seed: 7, ..GenConfig::default() };
-    println!("== generating {customers} customers x 5 years into {}", dir.display());
+    let cfg = GenConfig {
+        customers,
+        dealers: 5,
+        years: 5,
+        seed: 7,
+        ..GenConfig::default()
+    };
+    println!(
+        "== generating {customers} customers x 5 years into {}",
+        dir.display()
+    );
     let g = run_generate(&cfg, &dir.join("history"))?;
-    println!("   {} events, {} dirty lines, {} latent drop-outs", g.events, g.dirty_lines, g.dropouts);
+    println!(
+        "   {} events, {} dirty lines, {} latent drop-outs",
+        g.events, g.dirty_lines, g.dropouts
+    );
     let mut opts = ReplayOptions::new(
-        g.files.iter().filter(|f| f.extension().is_some_and(|e| e == "jsonl")).cloned().collect(),
+        g.files
+            .iter()
+            .filter(|f| f.extension().is_some_and(|e| e == "jsonl"))
+            .cloned()
+            .collect(),
         dir.join("store"),
         dir.join("status_changes.jsonl"),
     );
@@ -349,9 +436,14 @@ fn demo(customers: u64, dir: Option<PathBuf>) -> Result<()> {
     }
     if tmp_used {
         println!("== the files above are temporary; pass --dir DIR to keep them and then try");
-        println!("   churnwatch inspect --store DIR/store --customer <customer_id from the output>");
+        println!(
+            "   churnwatch inspect --store DIR/store --customer <customer_id from the output>"
+        );
     } else {
-        println!("== try: churnwatch inspect --store {} --customer <customer_id from the output>", opts.store.display());
+        println!(
+            "== try: churnwatch inspect --store {} --customer <customer_id from the output>",
+            opts.store.display()
+        );
     }
     Ok(())
 }

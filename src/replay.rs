@@ -220,7 +220,14 @@ fn named<const N: usize>(names: [&str; N], values: &[u64; N]) -> BTreeMap<String
         .collect()
 }
 
-fn summary(c: &Counters, meta: &EngineMeta, p: &Progress, resumed: bool, done: bool, store: u64) -> ReplaySummary {
+fn summary(
+    c: &Counters,
+    meta: &EngineMeta,
+    p: &Progress,
+    resumed: bool,
+    done: bool,
+    store: u64,
+) -> ReplaySummary {
     let elapsed = p.elapsed_ms as f64 / 1000.0;
     ReplaySummary {
         records: p.records,
@@ -236,11 +243,18 @@ fn summary(c: &Counters, meta: &EngineMeta, p: &Progress, resumed: bool, done: b
         status_changes: c.status_changes,
         changes_by_level: named(Level::ALL.map(Level::as_str), &c.changes_by_level),
         customers_by_level: named(Level::ALL.map(Level::as_str), &c.customers_by_level),
-        customers_by_lifecycle: named(Lifecycle::ALL.map(Lifecycle::as_str), &c.customers_by_lifecycle),
+        customers_by_lifecycle: named(
+            Lifecycle::ALL.map(Lifecycle::as_str),
+            &c.customers_by_lifecycle,
+        ),
         customers_by_tier: named(Tier::ALL.map(Tier::as_str), &c.customers_by_tier),
         stream_time: meta.watermark.map(Ts::to_rfc3339),
         elapsed_secs: elapsed,
-        records_per_sec: if elapsed > 0.0 { p.records as f64 / elapsed } else { 0.0 },
+        records_per_sec: if elapsed > 0.0 {
+            p.records as f64 / elapsed
+        } else {
+            0.0
+        },
         resumed,
         already_complete: done,
         store_bytes: store,
@@ -296,7 +310,8 @@ impl Outputs {
                 .open(path)
                 .map_err(io("cannot open output", path))?;
             f.set_len(len).map_err(io("cannot cut back output", path))?;
-            f.seek(SeekFrom::End(0)).map_err(io("cannot seek output", path))?;
+            f.seek(SeekFrom::End(0))
+                .map_err(io("cannot seek output", path))?;
             Ok(BufWriter::with_capacity(1 << 20, f))
         };
         let mut out = open(&opts.out, p.out_len)?;
@@ -350,14 +365,19 @@ impl Outputs {
         }
         self.changes.clear();
         let mut lens = [0u64; 2];
-        for (i, (w, path)) in [(&mut self.out, &self.out_path), (&mut self.dead, &self.dead_path)]
-            .into_iter()
-            .enumerate()
+        for (i, (w, path)) in [
+            (&mut self.out, &self.out_path),
+            (&mut self.dead, &self.dead_path),
+        ]
+        .into_iter()
+        .enumerate()
         {
             w.flush().map_err(io("cannot write", path))?;
             let f = w.get_mut();
             f.sync_data().map_err(io("cannot sync", path))?;
-            lens[i] = f.stream_position().map_err(io("cannot read position of", path))?;
+            lens[i] = f
+                .stream_position()
+                .map_err(io("cannot read position of", path))?;
         }
         Ok((lens[0], lens[1]))
     }
@@ -376,7 +396,11 @@ pub fn replay(
         let m = std::fs::metadata(p).map_err(io("cannot read input", p))?;
         sizes.push(m.len());
     }
-    let names: Vec<String> = opts.inputs.iter().map(|p| p.display().to_string()).collect();
+    let names: Vec<String> = opts
+        .inputs
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
     if opts.fresh && opts.store.exists() {
         std::fs::remove_dir_all(&opts.store).map_err(io("cannot remove store", &opts.store))?;
     }
@@ -404,7 +428,14 @@ pub fn replay(
     }
     let meta = store.load_meta()?.unwrap_or_default();
     if p.finished {
-        return Ok(summary(&meta.counters, &meta, &p, resumed, true, store.size_on_disk()));
+        return Ok(summary(
+            &meta.counters,
+            &meta,
+            &p,
+            resumed,
+            true,
+            store.size_on_disk(),
+        ));
     }
     let mut engine = Engine::restore(opts.policy.clone(), meta, store.load_timers()?);
     let mut outs = Outputs::open(opts, &p)?;
@@ -413,23 +444,26 @@ pub fn replay(
     let bytes_total: u64 = sizes.iter().sum();
     let mut changes = Vec::new();
 
-    let commit = |engine: &mut Engine, outs: &mut Outputs, p: &mut Progress| -> Result<(), ReplayError> {
-        let (o, d) = outs.sync()?;
-        p.out_len = o;
-        p.dead_len = d;
-        p.elapsed_ms = elapsed_before + started.elapsed().as_millis() as u64;
-        let dirty = engine.take_dirty();
-        let bytes = serde_json::to_vec(p).expect("progress serialises");
-        store.commit(&dirty, &[(SOURCE, bytes)])?;
-        engine.evict(opts.cache_capacity);
-        Ok(())
-    };
+    let commit =
+        |engine: &mut Engine, outs: &mut Outputs, p: &mut Progress| -> Result<(), ReplayError> {
+            let (o, d) = outs.sync()?;
+            p.out_len = o;
+            p.dead_len = d;
+            p.elapsed_ms = elapsed_before + started.elapsed().as_millis() as u64;
+            let dirty = engine.take_dirty();
+            let bytes = serde_json::to_vec(p).expect("progress serialises");
+            store.commit(&dirty, &[(SOURCE, bytes)])?;
+            engine.evict(opts.cache_capacity);
+            Ok(())
+        };
 
     while p.file_index < opts.inputs.len() {
         let path = &opts.inputs[p.file_index];
         let source = names[p.file_index].as_str();
         let done_before: u64 = sizes[..p.file_index].iter().sum();
-        let is_avro = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("avro"));
+        let is_avro = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("avro"));
         let file = File::open(path).map_err(io("cannot open input", path))?;
         let mut handle = |v: Result<Validated, InvalidEvent>,
                           raw: &str,
@@ -472,10 +506,11 @@ pub fn replay(
             Ok(())
         };
         if is_avro {
-            let records = avro::read_container(BufReader::new(file)).map_err(|source| ReplayError::Avro {
-                path: path.clone(),
-                source,
-            })?;
+            let records =
+                avro::read_container(BufReader::new(file)).map_err(|source| ReplayError::Avro {
+                    path: path.clone(),
+                    source,
+                })?;
             for (i, r) in records.enumerate() {
                 if (i as u64) < p.position {
                     continue;
@@ -484,16 +519,24 @@ pub fn replay(
                 handle(r, "<avro record>", &mut engine, &mut outs, &mut p)?;
                 if p.records % opts.commit_every == 0 {
                     commit(&mut engine, &mut outs, &mut p)?;
-                    progress(ReplayProgress { bytes_done: done_before, bytes_total, records: p.records });
+                    progress(ReplayProgress {
+                        bytes_done: done_before,
+                        bytes_total,
+                        records: p.records,
+                    });
                 }
             }
         } else {
             let mut reader = BufReader::with_capacity(1 << 20, file);
-            reader.seek(SeekFrom::Start(p.position)).map_err(io("cannot seek input", path))?;
+            reader
+                .seek(SeekFrom::Start(p.position))
+                .map_err(io("cannot seek input", path))?;
             let mut buf = Vec::with_capacity(1024);
             loop {
                 buf.clear();
-                let n = reader.read_until(b'\n', &mut buf).map_err(io("cannot read input", path))?;
+                let n = reader
+                    .read_until(b'\n', &mut buf)
+                    .map_err(io("cannot read input", path))?;
                 if n == 0 {
                     break;
                 }
@@ -511,7 +554,11 @@ pub fn replay(
                 handle(v, line, &mut engine, &mut outs, &mut p)?;
                 if p.records % opts.commit_every == 0 {
                     commit(&mut engine, &mut outs, &mut p)?;
-                    progress(ReplayProgress { bytes_done: done_before + p.position, bytes_total, records: p.records });
+                    progress(ReplayProgress {
+                        bytes_done: done_before + p.position,
+                        bytes_total,
+                        records: p.records,
+                    });
                 }
             }
         }
@@ -526,13 +573,28 @@ pub fn replay(
     outs.changes.append(&mut changes);
     p.finished = true;
     commit(&mut engine, &mut outs, &mut p)?;
-    progress(ReplayProgress { bytes_done: bytes_total, bytes_total, records: p.records });
+    progress(ReplayProgress {
+        bytes_done: bytes_total,
+        bytes_total,
+        records: p.records,
+    });
     let meta = engine.meta();
-    Ok(summary(&meta.counters, &meta, &p, resumed, false, store.size_on_disk()))
+    Ok(summary(
+        &meta.counters,
+        &meta,
+        &p,
+        resumed,
+        false,
+        store.size_on_disk(),
+    ))
 }
 
 /// A customer's stored state and current status, as JSON.
-pub fn inspect(store_dir: &Path, customer_id: &str, policy: &Policy) -> Result<Option<serde_json::Value>, StoreError> {
+pub fn inspect(
+    store_dir: &Path,
+    customer_id: &str,
+    policy: &Policy,
+) -> Result<Option<serde_json::Value>, StoreError> {
     use crate::engine::CustomerSource;
     if !store_dir.exists() {
         return Err(StoreError::Corrupt {

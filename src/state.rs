@@ -80,8 +80,10 @@ pub struct ContractState {
 impl ContractState {
     /// Whether the contract runs at `t`.
     pub fn running_at(&self, t: Ts) -> bool {
-        matches!(self.action, ContractAction::Signed | ContractAction::Renewed)
-            && self.start.is_none_or(|s| s <= t)
+        matches!(
+            self.action,
+            ContractAction::Signed | ContractAction::Renewed
+        ) && self.start.is_none_or(|s| s <= t)
             && self.end.is_some_and(|e| t < e)
     }
 
@@ -169,10 +171,22 @@ fn cents(amount: f64) -> i64 {
     (amount * 100.0).round() as i64
 }
 
-fn reason(code: &str, text: String) -> Reason {
-    Reason {
-        code: code.to_string(),
-        text,
+/// Collects reasons; texts are only formatted when they will be shown.
+struct Reasons {
+    explain: bool,
+    list: Vec<Reason>,
+    any: bool,
+}
+
+impl Reasons {
+    fn add(&mut self, code: &str, text: impl FnOnce() -> String) {
+        self.any = true;
+        if self.explain {
+            self.list.push(Reason {
+                code: code.to_string(),
+                text: text(),
+            });
+        }
     }
 }
 
@@ -260,7 +274,10 @@ impl CustomerState {
                         self.last_maintenance = Some(m);
                     }
                 }
-                if ro.vin.is_some() || ro.vehicle_model.is_some() || ro.vehicle_purchase_date.is_some() {
+                if ro.vin.is_some()
+                    || ro.vehicle_model.is_some()
+                    || ro.vehicle_purchase_date.is_some()
+                {
                     self.upsert_vehicle(
                         ro.vin.as_deref(),
                         ro.vehicle_model.as_deref(),
@@ -275,7 +292,10 @@ impl CustomerState {
                     self.event_participations += 1;
                 }
                 if let Some(flag) = v.in_service_region {
-                    if self.in_service_region.is_none_or(|(at, old)| (t, flag) > (at, old)) {
+                    if self
+                        .in_service_region
+                        .is_none_or(|(at, old)| (t, flag) > (at, old))
+                    {
                         self.in_service_region = Some((t, flag));
                     }
                 }
@@ -362,13 +382,22 @@ impl CustomerState {
         }
     }
 
-    fn upsert_vehicle(&mut self, vin: Option<&str>, model: Option<&str>, purchase: Option<Ts>, t: Ts) {
+    fn upsert_vehicle(
+        &mut self,
+        vin: Option<&str>,
+        model: Option<&str>,
+        purchase: Option<Ts>,
+        t: Ts,
+    ) {
         let only = self.vehicles.len() == 1;
-        let idx = self.vehicles.iter().position(|v| match (vin, v.vin.as_deref()) {
-            (Some(a), Some(b)) => a == b,
-            (Some(_), None) => v.model.as_deref() == model,
-            (None, _) => v.model.as_deref() == model || only,
-        });
+        let idx = self
+            .vehicles
+            .iter()
+            .position(|v| match (vin, v.vin.as_deref()) {
+                (Some(a), Some(b)) => a == b,
+                (Some(_), None) => v.model.as_deref() == model,
+                (None, _) => v.model.as_deref() == model || only,
+            });
         let slot = idx.map(|i| &mut self.vehicles[i]);
         match slot {
             Some(v) => {
@@ -396,7 +425,8 @@ impl CustomerState {
                     purchase_date: purchase,
                     seen: t,
                 });
-                self.vehicles.sort_by(|a, b| (&a.vin, &a.model).cmp(&(&b.vin, &b.model)));
+                self.vehicles
+                    .sort_by(|a, b| (&a.vin, &a.model).cmp(&(&b.vin, &b.model)));
                 if self.vehicles.len() > MAX_VEHICLES {
                     let i = self
                         .vehicles
@@ -509,7 +539,11 @@ impl CustomerState {
             Some((_, false)) => {
                 let from = sub_months(t, 12).epoch_day();
                 let to = t.epoch_day();
-                self.visit_days.iter().filter(|d| **d > from && **d <= to).count() > 1
+                self.visit_days
+                    .iter()
+                    .filter(|d| **d > from && **d <= to)
+                    .count()
+                    > 1
             }
             _ => true,
         }
@@ -524,7 +558,10 @@ impl CustomerState {
             return None;
         }
         // Overdue once factor × mean has passed since the last visit.
-        Some(self.last_visit?.add_days(policy.prevent.cadence_factor * mean))
+        Some(
+            self.last_visit?
+                .add_days(policy.prevent.cadence_factor * mean),
+        )
     }
 
     fn mileage_deadline(&self, policy: &Policy) -> Option<Ts> {
@@ -567,7 +604,11 @@ impl CustomerState {
         if policy.prevent.factory_warranty_months > 0 {
             for v in &self.vehicles {
                 if let Some(p) = v.purchase_date {
-                    out.push((p.add_months(policy.prevent.factory_warranty_months), "factory warranty", true));
+                    out.push((
+                        p.add_months(policy.prevent.factory_warranty_months),
+                        "factory warranty",
+                        true,
+                    ));
                 }
             }
         }
@@ -588,28 +629,54 @@ impl CustomerState {
 
     /// The status the state means at `t` (None before the first visit).
     pub fn assess(&self, t: Ts, policy: &Policy) -> Option<Assessment> {
+        self.evaluate(t, policy, true)
+    }
+
+    /// The status at `t` without building reason texts (the per-event fast path).
+    pub fn status_at(&self, t: Ts, policy: &Policy) -> Option<Status> {
+        self.evaluate(t, policy, false).map(|a| a.status)
+    }
+
+    fn evaluate(&self, t: Ts, policy: &Policy, explain: bool) -> Option<Assessment> {
         let last = self.last_visit?;
         let lifecycle = self.lifecycle(t, policy)?;
         let days = (t.0 - last.0).div_euclid(DAY_MS);
-        let last_date = last.to_date_string();
-        let mut reasons = Vec::new();
+        let mut reasons = Reasons {
+            explain,
+            list: Vec::new(),
+            any: false,
+        };
         let mut level = match lifecycle {
             Lifecycle::FullyChurned => {
-                reasons.push(reason("lifecycle_fully_churned", format!(
-                    "no visit for {days} days (last {last_date}); more than {} months",
-                    policy.lifecycle.fully_churned_months)));
+                reasons.add("lifecycle_fully_churned", || {
+                    format!(
+                        "no visit for {days} days (last {}); more than {} months",
+                        last.to_date_string(),
+                        policy.lifecycle.fully_churned_months
+                    )
+                });
                 Level::WinBack
             }
             Lifecycle::Churned => {
-                reasons.push(reason("lifecycle_churned", format!(
-                    "no visit for {days} days (last {last_date}); {}-{} months",
-                    policy.lifecycle.churned_months, policy.lifecycle.fully_churned_months)));
+                reasons.add("lifecycle_churned", || {
+                    format!(
+                        "no visit for {days} days (last {}); {}-{} months",
+                        last.to_date_string(),
+                        policy.lifecycle.churned_months,
+                        policy.lifecycle.fully_churned_months
+                    )
+                });
                 Level::WinBack
             }
             Lifecycle::QuasiChurned => {
-                reasons.push(reason("lifecycle_quasi_churned", format!(
-                    "no visit for {days} days (last {last_date}); {}-{} months",
-                    policy.lifecycle.quasi_churned_months, policy.lifecycle.churned_months)));
+                reasons.add("lifecycle_quasi_churned", || {
+                    format!(
+                        "no visit for {days} days (last {}); {}-{} months",
+                        last.to_date_string(),
+                        policy.lifecycle.quasi_churned_months,
+                        policy.lifecycle.churned_months
+                    )
+                });
                 Level::Retain
             }
             Lifecycle::Active => Level::Normal,
@@ -617,20 +684,22 @@ impl CustomerState {
         let p = &policy.prevent;
         let mut plan_running = false;
         if lifecycle == Lifecycle::Active {
-            if let (Some(d), Some(mean)) = (self.cadence_deadline(policy), self.mean_interval_days()) {
+            if let (Some(d), Some(mean)) =
+                (self.cadence_deadline(policy), self.mean_interval_days())
+            {
                 if t >= d {
-                    reasons.push(reason("cadence_overdue", format!(
+                    reasons.add("cadence_overdue", || format!(
                         "{days} days since the last visit, more than {} x the usual {:.0} days between visits",
-                        p.cadence_factor, mean)));
+                        p.cadence_factor, mean));
                 }
             }
             if let Some(d) = self.mileage_deadline(policy) {
                 if t >= d {
                     let proj = self.projected_km(t, policy).unwrap_or(0.0);
                     let since = proj - self.last_maintenance.and_then(|m| m.km).unwrap_or(0.0);
-                    reasons.push(reason("maintenance_due_mileage", format!(
+                    reasons.add("maintenance_due_mileage", || format!(
                         "about {since:.0} km driven since the last maintenance (projected); due every {:.0} km",
-                        p.maintenance_interval_km)));
+                        p.maintenance_interval_km));
                 }
             }
         }
@@ -640,27 +709,44 @@ impl CustomerState {
             let renewed = self.covered_at(label, end) || self.covered_at(label, t);
             if t >= warn_from && t < end && !renewed_beyond(self, label, end) {
                 if lifecycle == Lifecycle::Active {
-                    reasons.push(reason(
-                        if label == "factory warranty" { "warranty_ending" } else { "contract_expiring" },
-                        format!("{label} ends on {} ({:.0} days)", end.to_date_string(), end.days_since(t))));
+                    reasons.add(
+                        if label == "factory warranty" {
+                            "warranty_ending"
+                        } else {
+                            "contract_expiring"
+                        },
+                        || {
+                            format!(
+                                "{label} ends on {} ({:.0} days)",
+                                end.to_date_string(),
+                                end.days_since(t)
+                            )
+                        },
+                    );
                 }
             } else if t >= end && t < lapsed_until && !renewed {
                 if lifecycle == Lifecycle::Active {
-                    reasons.push(reason(
-                        if label == "factory warranty" { "warranty_ended" } else { "contract_lapsed" },
-                        format!("{label} ended on {} without renewal", end.to_date_string())));
+                    reasons.add(
+                        if label == "factory warranty" {
+                            "warranty_ended"
+                        } else {
+                            "contract_lapsed"
+                        },
+                        || format!("{label} ended on {} without renewal", end.to_date_string()),
+                    );
                 }
             } else if label == "maintenance plan" && t < warn_from && self.covered_at(label, t) {
                 plan_running = true;
             }
         }
-        if level == Level::Normal && !reasons.is_empty() {
+        if level == Level::Normal && reasons.any {
             level = Level::Prevent;
         }
         if plan_running && p.maintenance_plan_lowers_level && level != Level::Normal {
             level = level.lowered();
-            reasons.push(reason("maintenance_plan_active",
-                "a running prepaid maintenance plan lowers the warning by one level".to_string()));
+            reasons.add("maintenance_plan_active", || {
+                "a running prepaid maintenance plan lowers the warning by one level".to_string()
+            });
         }
         Some(Assessment {
             status: Status {
@@ -668,7 +754,7 @@ impl CustomerState {
                 lifecycle,
                 tier: self.tier(policy),
             },
-            reasons,
+            reasons: reasons.list,
             days_since_last_visit: days,
         })
     }

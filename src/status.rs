@@ -203,7 +203,13 @@ pub struct StatusChange {
 const ID_NAMESPACE: Uuid = Uuid::from_u128(0x6c9f_2a0e_51b7_4f0e_9d3a_c0ff_ee00_c4a7);
 
 /// The deterministic id of a status change.
-pub fn change_id(customer_id: &str, at: Ts, from: &Status, to: &Status, trigger: Trigger) -> String {
+pub fn change_id(
+    customer_id: &str,
+    at: Ts,
+    from: &Status,
+    to: &Status,
+    trigger: Trigger,
+) -> String {
     let key = format!(
         "{customer_id}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
         at.0, from.level, from.lifecycle, from.tier, to.level, to.lifecycle, to.tier, trigger
@@ -277,17 +283,38 @@ mod tests {
 
     #[test]
     fn ids_are_deterministic_and_distinct() {
-        let a = Status { level: Level::Normal, lifecycle: Lifecycle::Active, tier: Tier::Gold };
-        let b = Status { level: Level::Retain, lifecycle: Lifecycle::QuasiChurned, tier: Tier::Gold };
+        let a = Status {
+            level: Level::Normal,
+            lifecycle: Lifecycle::Active,
+            tier: Tier::Gold,
+        };
+        let b = Status {
+            level: Level::Retain,
+            lifecycle: Lifecycle::QuasiChurned,
+            tier: Tier::Gold,
+        };
         let t = Ts(1_000);
-        assert_eq!(change_id("c", t, &a, &b, Trigger::Timer), change_id("c", t, &a, &b, Trigger::Timer));
-        assert_ne!(change_id("c", t, &a, &b, Trigger::Timer), change_id("d", t, &a, &b, Trigger::Timer));
-        assert_ne!(change_id("c", t, &a, &b, Trigger::Timer), change_id("c", Ts(1_001), &a, &b, Trigger::Timer));
+        assert_eq!(
+            change_id("c", t, &a, &b, Trigger::Timer),
+            change_id("c", t, &a, &b, Trigger::Timer)
+        );
+        assert_ne!(
+            change_id("c", t, &a, &b, Trigger::Timer),
+            change_id("d", t, &a, &b, Trigger::Timer)
+        );
+        assert_ne!(
+            change_id("c", t, &a, &b, Trigger::Timer),
+            change_id("c", Ts(1_001), &a, &b, Trigger::Timer)
+        );
     }
 
     #[test]
     fn silver_churned_gets_no_budget() {
-        let s = Status { level: Level::WinBack, lifecycle: Lifecycle::Churned, tier: Tier::Silver };
+        let s = Status {
+            level: Level::WinBack,
+            lifecycle: Lifecycle::Churned,
+            tier: Tier::Silver,
+        };
         assert_eq!(recommended_actions(&s, &[]), vec!["no_after_sales_budget"]);
         assert_eq!(Level::WinBack.lowered(), Level::Retain);
         assert_eq!(Level::Normal.lowered(), Level::Normal);

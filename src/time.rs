@@ -23,7 +23,11 @@ impl Ts {
     pub fn parse_rfc3339(s: &str) -> Result<Ts, String> {
         DateTime::parse_from_rfc3339(s.trim())
             .map(|d| Ts(d.timestamp_millis()))
-            .map_err(|e| format!("`{s}` is not an RFC 3339 timestamp ({e}); expected e.g. 2024-01-10T09:30:00Z"))
+            .map_err(|e| {
+                format!(
+                    "`{s}` is not an RFC 3339 timestamp ({e}); expected e.g. 2024-01-10T09:30:00Z"
+                )
+            })
     }
 
     /// Parses a calendar date `YYYY-MM-DD` (midnight UTC), or a full RFC 3339 timestamp.

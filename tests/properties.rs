@@ -35,15 +35,21 @@ fn to_input(e: &Ev) -> Input {
         decode_json_line(&v.to_string()).unwrap().input
     };
     match e.kind % 4 {
-        0 => common(json!({"type":"visit","visit_type":"service","in_service_region": e.amount % 2 == 0})),
-        1 | 2 => common(json!({"type":"repair_order","ro_number":format!("R{}", e.id),
+        0 => common(
+            json!({"type":"visit","visit_type":"service","in_service_region": e.amount % 2 == 0}),
+        ),
+        1 | 2 => common(
+            json!({"type":"repair_order","ro_number":format!("R{}", e.id),
             "ro_type": if e.kind % 4 == 1 {"maintenance"} else {"general_repair"},
-            "mileage_km": e.km, "total_amount": e.amount})),
-        _ => common(json!({"type":"contract","contract_id":format!("K{}", e.customer),
+            "mileage_km": e.km, "total_amount": e.amount}),
+        ),
+        _ => common(
+            json!({"type":"contract","contract_id":format!("K{}", e.customer),
             "contract_type": if e.amount % 2 == 0 {"maintenance_plan"} else {"extended_warranty"},
             "action": if e.amount % 3 == 0 {"cancelled"} else {"signed"},
             "start_date": rfc(e.time)[..10].to_string(),
-            "end_date": rfc(e.time + 400 * DAY)[..10].to_string(), "amount": 1000})),
+            "end_date": rfc(e.time + 400 * DAY)[..10].to_string(), "amount": 1000}),
+        ),
     }
 }
 
@@ -51,7 +57,13 @@ fn events() -> impl Strategy<Value = Vec<Ev>> {
     prop::collection::vec(
         // Events cluster on a few days, minutes apart, so that arrival delays within
         // the lateness really reorder them.
-        (0u8..4, 0u8..5, (0i64..40, 0i64..300), 0u32..6000, 0u32..80_000),
+        (
+            0u8..4,
+            0u8..5,
+            (0i64..40, 0i64..300),
+            0u32..6000,
+            0u32..80_000,
+        ),
         1..60,
     )
     .prop_map(|v| {
@@ -75,7 +87,12 @@ fn run(policy: &Policy, inputs: &[Input]) -> (Vec<StatusChange>, Engine) {
     for i in inputs {
         e.process(i.clone(), &NoSource, &mut out).unwrap();
     }
-    e.process(Input::Tick(churnwatch::time::Ts(BASE + 1200 * DAY)), &NoSource, &mut out).unwrap();
+    e.process(
+        Input::Tick(churnwatch::time::Ts(BASE + 1200 * DAY)),
+        &NoSource,
+        &mut out,
+    )
+    .unwrap();
     e.flush(&NoSource, &mut out).unwrap();
     (out, e)
 }

@@ -12,13 +12,26 @@ fn bin() -> Command {
 }
 
 fn history(dir: &Path, customers: u64, seed: u64) -> PathBuf {
-    let cfg = GenConfig { customers, dealers: 4, years: 4, seed, ..GenConfig::default() };
+    let cfg = GenConfig {
+        customers,
+        dealers: 4,
+        years: 4,
+        seed,
+        ..GenConfig::default()
+    };
     let s = generate(&cfg, &dir.join("history"), &mut |_| {}).unwrap();
-    s.files.into_iter().find(|f| f.extension().is_some_and(|e| e == "jsonl")).unwrap()
+    s.files
+        .into_iter()
+        .find(|f| f.extension().is_some_and(|e| e == "jsonl"))
+        .unwrap()
 }
 
 fn opts(input: &Path, dir: &Path, name: &str) -> ReplayOptions {
-    let mut o = ReplayOptions::new(vec![input.to_path_buf()], dir.join(format!("{name}.store")), dir.join(format!("{name}.jsonl")));
+    let mut o = ReplayOptions::new(
+        vec![input.to_path_buf()],
+        dir.join(format!("{name}.store")),
+        dir.join(format!("{name}.jsonl")),
+    );
     o.fresh = true;
     o
 }
@@ -33,13 +46,19 @@ fn replaying_twice_gives_byte_identical_output() {
     let b = replay(&ob, &mut |_| {}).unwrap();
     assert!(a.status_changes > 50, "history too quiet: {a:?}");
     assert_eq!(a.status_changes, b.status_changes);
-    let (x, y) = (std::fs::read(dir.path().join("a.jsonl")).unwrap(), std::fs::read(dir.path().join("b.jsonl")).unwrap());
+    let (x, y) = (
+        std::fs::read(dir.path().join("a.jsonl")).unwrap(),
+        std::fs::read(dir.path().join("b.jsonl")).unwrap(),
+    );
     assert!(x == y, "outputs differ");
     assert_eq!(
         std::fs::read(dir.path().join("a.jsonl.dead.jsonl")).unwrap(),
         std::fs::read(dir.path().join("b.jsonl.dead.jsonl")).unwrap()
     );
-    assert!(a.bad > 0 && a.duplicates > 0, "generator dirt should show: {a:?}");
+    assert!(
+        a.bad > 0 && a.duplicates > 0,
+        "generator dirt should show: {a:?}"
+    );
     assert!(a.changes_by_level["win_back"] > 0 && a.changes_by_level["retain"] > 0);
 }
 
@@ -94,11 +113,12 @@ fn every_malformed_kind_goes_to_the_dead_letter_file_with_a_reason() {
     assert_eq!(s.bad, lines.len() as u64);
     assert_eq!(s.events, 2);
     assert_eq!(s.field_issues, 2);
-    let dead: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("d.jsonl.dead.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let dead: Vec<serde_json::Value> =
+        std::fs::read_to_string(dir.path().join("d.jsonl.dead.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
     assert_eq!(dead.len(), lines.len() + 2);
     for (i, (code, _)) in lines.iter().enumerate() {
         assert_eq!(dead[i]["code"], *code, "line {}: {}", i + 1, dead[i]);
@@ -107,7 +127,10 @@ fn every_malformed_kind_goes_to_the_dead_letter_file_with_a_reason() {
         assert!(dead[i]["reason"].as_str().unwrap().len() > 10);
     }
     assert_eq!(dead[3]["field"], "customer_id");
-    let dropped: Vec<_> = dead[lines.len()..].iter().map(|d| d["field"].as_str().unwrap().to_string()).collect();
+    let dropped: Vec<_> = dead[lines.len()..]
+        .iter()
+        .map(|d| d["field"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(dropped, vec!["phone", "vin"]);
 }
 
@@ -119,9 +142,12 @@ fn sigkill_at_random_points_then_resume_gives_identical_output() {
     let input = history(dir.path(), 1500, 3);
     let run = |name: &str, fresh: bool| {
         let mut c = bin();
-        c.args(["replay", "--input"]).arg(&input)
-            .arg("--store").arg(dir.path().join(format!("{name}.store")))
-            .arg("--out").arg(dir.path().join(format!("{name}.jsonl")))
+        c.args(["replay", "--input"])
+            .arg(&input)
+            .arg("--store")
+            .arg(dir.path().join(format!("{name}.store")))
+            .arg("--out")
+            .arg(dir.path().join(format!("{name}.jsonl")))
             .args(["--commit-every", "400", "--log", "warn"])
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -137,7 +163,9 @@ fn sigkill_at_random_points_then_resume_gives_identical_output() {
     let mut kills = 0;
     let mut fresh = true;
     for _ in 0..6 {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let wait_ms = 40 + (seed >> 33) % 400;
         let mut child = run("killed", fresh).spawn().unwrap();
         fresh = false;
@@ -149,11 +177,19 @@ fn sigkill_at_random_points_then_resume_gives_identical_output() {
         child.wait().unwrap();
     }
     assert!(run("killed", false).status().unwrap().success());
-    assert!(kills >= 2, "the replay finished too fast to be interrupted ({kills} kills)");
+    assert!(
+        kills >= 2,
+        "the replay finished too fast to be interrupted ({kills} kills)"
+    );
     let a = std::fs::read(dir.path().join("whole.jsonl")).unwrap();
     let b = std::fs::read(dir.path().join("killed.jsonl")).unwrap();
     assert!(!a.is_empty());
-    assert!(a == b, "outputs differ after {kills} kills: {} vs {} bytes", a.len(), b.len());
+    assert!(
+        a == b,
+        "outputs differ after {kills} kills: {} vs {} bytes",
+        a.len(),
+        b.len()
+    );
     assert_eq!(
         std::fs::read(dir.path().join("whole.jsonl.dead.jsonl")).unwrap(),
         std::fs::read(dir.path().join("killed.jsonl.dead.jsonl")).unwrap()
@@ -186,32 +222,68 @@ fn cli_replay_inspect_and_errors() {
     let input = history(dir.path(), 100, 5);
     let store = dir.path().join("s");
     let out = bin()
-        .args(["replay", "--input"]).arg(&input)
-        .arg("--store").arg(&store)
-        .arg("--out").arg(dir.path().join("o.jsonl"))
-        .output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        .args(["replay", "--input"])
+        .arg(&input)
+        .arg("--store")
+        .arg(&store)
+        .arg("--out")
+        .arg(dir.path().join("o.jsonl"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("records/s"), "{stdout}");
     let first = std::fs::read_to_string(dir.path().join("o.jsonl")).unwrap();
     let change: serde_json::Value = serde_json::from_str(first.lines().next().unwrap()).unwrap();
     let id = change["customer_id"].as_str().unwrap();
-    let out = bin().args(["inspect", "--store"]).arg(&store).args(["--customer", id]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = bin()
+        .args(["inspect", "--store"])
+        .arg(&store)
+        .args(["--customer", id])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["customer_id"], id);
     assert!(v["current"]["level"].is_string());
-    let out = bin().args(["inspect", "--store"]).arg(&store).args(["--customer", "nobody"]).output().unwrap();
+    let out = bin()
+        .args(["inspect", "--store"])
+        .arg(&store)
+        .args(["--customer", "nobody"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not in the store"));
     let bad_policy = dir.path().join("p.toml");
     std::fs::write(&bad_policy, "[lifecycle]\nchurn_months = 3\n").unwrap();
-    let out = bin().args(["replay", "--input"]).arg(&input).arg("--store").arg(dir.path().join("s2"))
-        .arg("--out").arg(dir.path().join("o2.jsonl")).arg("--policy").arg(&bad_policy).output().unwrap();
+    let out = bin()
+        .args(["replay", "--input"])
+        .arg(&input)
+        .arg("--store")
+        .arg(dir.path().join("s2"))
+        .arg("--out")
+        .arg(dir.path().join("o2.jsonl"))
+        .arg("--policy")
+        .arg(&bad_policy)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("churn_months"));
-    let out = bin().args(["replay", "--input", "/nonexistent.jsonl", "--store"]).arg(dir.path().join("s3"))
-        .arg("--out").arg(dir.path().join("o3.jsonl")).output().unwrap();
+    let out = bin()
+        .args(["replay", "--input", "/nonexistent.jsonl", "--store"])
+        .arg(dir.path().join("s3"))
+        .arg("--out")
+        .arg(dir.path().join("o3.jsonl"))
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.jsonl"));
 }
@@ -219,7 +291,14 @@ fn cli_replay_inspect_and_errors() {
 #[test]
 fn demo_runs_with_nothing_else() {
     let out = bin().args(["demo", "--customers", "150"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let s = String::from_utf8_lossy(&out.stdout);
-    assert!(s.contains("a few status changes") && s.contains("\"level\""), "{s}");
+    assert!(
+        s.contains("a few status changes") && s.contains("\"level\""),
+        "{s}"
+    );
 }
