@@ -806,3 +806,106 @@ pub fn sub_months(t: Ts, months: u32) -> Ts {
         .map(|d| Ts(d.timestamp_millis()))
         .unwrap_or(Ts(i64::MIN))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::decode_json_line;
+
+    fn ev(json: &str) -> Event {
+        match decode_json_line(json).unwrap().input {
+            crate::event::Input::Event(e) => e,
+            _ => panic!("not an event"),
+        }
+    }
+
+    fn visit(id: &str, t: &str, region: bool) -> Event {
+        ev(&format!(
+            r#"{{"type":"visit","event_id":"{id}","event_time":"{t}","dealer_id":"D","customer_id":"C","visit_type":"service","in_service_region":{region}}}"#
+        ))
+    }
+
+    fn ro(id: &str, t: &str, amount: f64) -> Event {
+        ev(&format!(
+            r#"{{"type":"repair_order","event_id":"{id}","event_time":"{t}","dealer_id":"D","customer_id":"C","ro_number":"{id}","ro_type":"general_repair","total_amount":{amount}}}"#
+        ))
+    }
+
+    #[test]
+    fn effective_customer_definition() {
+        let p = Policy::default();
+        let mut s = CustomerState::new("C", "D");
+        s.apply(&visit("a", "2024-03-01T10:00:00Z", true), &p);
+        assert!(s.is_effective(Ts::ymd_hms(2025, 2, 28, 0, 0, 0)));
+        assert!(!s.is_effective(Ts::ymd_hms(2025, 3, 1, 10, 0, 0)));
+        // Outside the region: needs more than one visit in the 12 months.
+        let mut o = CustomerState::new("C", "D");
+        o.apply(&visit("a", "2024-03-01T10:00:00Z", false), &p);
+        assert!(!o.is_effective(Ts::ymd_hms(2024, 6, 1, 0, 0, 0)));
+        o.apply(&visit("b", "2024-05-01T10:00:00Z", false), &p);
+        assert!(o.is_effective(Ts::ymd_hms(2024, 6, 1, 0, 0, 0)));
+        // Same day twice is one visit day.
+        let mut d = CustomerState::new("C", "D");
+        d.apply(&visit("a", "2024-03-01T10:00:00Z", false), &p);
+        d.apply(&ro("r", "2024-03-01T15:00:00Z", 100.0), &p);
+        assert_eq!(d.visit_day_count, 1);
+        assert!(!d.is_effective(Ts::ymd_hms(2024, 6, 1, 0, 0, 0)));
+    }
+
+    #[test]
+    fn tiers_use_the_window_ending_at_the_last_visit() {
+        let p = Policy::default();
+        let mut s = CustomerState::new("C", "D");
+        s.apply(&ro("a", "2022-01-10T10:00:00Z", 9000.0), &p);
+        assert_eq!(s.tier(&p), Tier::Diamond);
+        // A visit 13 months later pushes the big repair out of the window.
+        s.apply(&ro("b", "2023-02-10T10:00:00Z", 300.0), &p);
+        assert_eq!(s.window_spend(), 300.0);
+        assert_eq!(s.window_visits(&p), 1);
+        // Average repair order is lifetime: (9000 + 300) / 2 = 4650 but one visit day.
+        assert_eq!(s.tier(&p), Tier::Silver);
+        s.apply(&ro("c", "2023-03-10T10:00:00Z", 2800.0), &p);
+        assert_eq!(s.tier(&p), Tier::Gold);
+        // Applying the old repair again (duplicate) changes nothing.
+        assert!(!s.apply(&ro("a", "2022-01-10T10:00:00Z", 9000.0), &p));
+        assert_eq!(s.lifetime_spend_cents, 1_210_000);
+    }
+
+    #[test]
+    fn cadence_needs_two_intervals() {
+        let p = Policy::default();
+        let mut s = CustomerState::new("C", "D");
+        s.apply(&visit("a", "2024-01-01T00:00:00Z", true), &p);
+        s.apply(&visit("b", "2024-03-01T00:00:00Z", true), &p);
+        assert_eq!(s.cadence_deadline(&p), None);
+        s.apply(&visit("c", "2024-05-01T00:00:00Z", true), &p);
+        let mean = s.mean_interval_days().unwrap();
+        assert!((mean - 60.5).abs() < 1e-9, "{mean}");
+        assert_eq!(
+            s.cadence_deadline(&p),
+            Some(Ts::ymd_hms(2024, 5, 1, 0, 0, 0).add_days(1.5 * 60.5))
+        );
+    }
+
+    #[test]
+    fn contract_states_follow_the_latest_action() {
+        let p = Policy::default();
+        let mut s = CustomerState::new("C", "D");
+        let k = |id: &str, t: &str, action: &str| {
+            ev(&format!(
+                r#"{{"type":"contract","event_id":"{id}","event_time":"{t}","dealer_id":"D","customer_id":"C","contract_id":"K","contract_type":"maintenance_plan","action":"{action}","start_date":"2024-01-01","end_date":"2025-01-01"}}"#
+            ))
+        };
+        s.apply(&k("1", "2024-01-01T00:00:00Z", "signed"), &p);
+        assert!(s.contracts[0].running_at(Ts::ymd_hms(2024, 6, 1, 0, 0, 0)));
+        s.apply(&k("2", "2024-06-01T00:00:00Z", "cancelled"), &p);
+        assert!(!s.contracts[0].running_at(Ts::ymd_hms(2024, 7, 1, 0, 0, 0)));
+        assert_eq!(
+            s.contracts[0].ends_at(),
+            Some(Ts::ymd_hms(2024, 6, 1, 0, 0, 0))
+        );
+        // An older event arriving late does not undo the cancellation.
+        s.apply(&k("0", "2023-12-31T00:00:00Z", "signed"), &p);
+        assert_eq!(s.contracts[0].action, ContractAction::Cancelled);
+    }
+}
