@@ -368,8 +368,8 @@ fn print_summary(s: &ReplaySummary, opts: &ReplayOptions) {
     );
     println!("stream time  {}", s.stream_time.as_deref().unwrap_or("-"));
     println!(
-        "elapsed      {:>12.2} s  ({:.0} records/s)",
-        s.elapsed_secs, s.records_per_sec
+        "elapsed      {:>12.2} s  ({:.0} events/s)",
+        s.elapsed_secs, s.events_per_sec
     );
     println!("store        {:>12} bytes", s.store_bytes);
 }

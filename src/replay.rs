@@ -202,8 +202,8 @@ pub struct ReplaySummary {
     pub stream_time: Option<String>,
     /// Wall-clock seconds spent (over all resumed runs).
     pub elapsed_secs: f64,
-    /// Input records per second.
-    pub records_per_sec: f64,
+    /// Input records (events, ticks and bad records) per second.
+    pub events_per_sec: f64,
     /// Whether this run continued an interrupted one.
     pub resumed: bool,
     /// Whether the store already held the finished replay (nothing was done).
@@ -250,7 +250,7 @@ fn summary(
         customers_by_tier: named(Tier::ALL.map(Tier::as_str), &c.customers_by_tier),
         stream_time: meta.watermark.map(Ts::to_rfc3339),
         elapsed_secs: elapsed,
-        records_per_sec: if elapsed > 0.0 {
+        events_per_sec: if elapsed > 0.0 {
             p.records as f64 / elapsed
         } else {
             0.0

@@ -237,7 +237,7 @@ fn cli_replay_inspect_and_errors() {
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("records/s"), "{stdout}");
+    assert!(stdout.contains("events/s"), "{stdout}");
     let first = std::fs::read_to_string(dir.path().join("o.jsonl")).unwrap();
     let change: serde_json::Value = serde_json::from_str(first.lines().next().unwrap()).unwrap();
     let id = change["customer_id"].as_str().unwrap();
