@@ -2097,18 +2097,18 @@ mod tests {
     fn check_docs(schema: &Schema, path: &str, missing: &mut Vec<String>) {
         match schema {
             Schema::Record(r) => {
-                if r.doc.as_deref().map_or(true, str::is_empty) {
+                if r.doc.as_deref().is_none_or(str::is_empty) {
                     missing.push(format!("record {path}"));
                 }
                 for f in &r.fields {
                     let p = format!("{path}.{}", f.name);
-                    if f.doc.as_deref().map_or(true, str::is_empty) {
+                    if f.doc.as_deref().is_none_or(str::is_empty) {
                         missing.push(format!("field {p}"));
                     }
                     check_docs(&f.schema, &p, missing);
                 }
             }
-            Schema::Enum(e) if e.doc.as_deref().map_or(true, str::is_empty) => {
+            Schema::Enum(e) if e.doc.as_deref().is_none_or(str::is_empty) => {
                 missing.push(format!("enum {path}"));
             }
             Schema::Array(a) => check_docs(&a.items, path, missing),

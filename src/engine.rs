@@ -206,10 +206,13 @@ impl Engine {
                 } else {
                     let t = e.event_time;
                     let key = (t, e.event_id.clone());
-                    if self.pending.contains_key(&key) {
-                        self.counters.duplicates += 1;
-                    } else {
-                        self.pending.insert(key, e);
+                    match self.pending.entry(key) {
+                        std::collections::btree_map::Entry::Occupied(_) => {
+                            self.counters.duplicates += 1;
+                        }
+                        std::collections::btree_map::Entry::Vacant(v) => {
+                            v.insert(e);
+                        }
                     }
                     self.observe(t);
                 }

@@ -194,7 +194,7 @@ impl Progress {
                 b.set_position(done);
             }
             None => {
-                let decile = if total == 0 { 10 } else { done * 10 / total };
+                let decile = (done * 10).checked_div(total).unwrap_or(10);
                 if decile > self.last_decile {
                     self.last_decile = decile;
                     tracing::info!(percent = decile * 10, "{} {detail}", self.what);

@@ -287,14 +287,28 @@ fn truncate_raw(raw: &str) -> &str {
     &raw[..end]
 }
 
+// One sink per replay; its size does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Sink {
+    Json(BufWriter<File>),
+    Avro(StatusChangeWriter<BufWriter<File>>),
+}
+
 struct Outputs {
-    format: OutputFormat,
     out_path: PathBuf,
     dead_path: PathBuf,
-    out: BufWriter<File>,
+    out: Sink,
     dead: BufWriter<File>,
-    avro: Option<StatusChangeWriter>,
     changes: Vec<StatusChange>,
+}
+
+/// Flushes a buffered file, fsyncs it and returns its length.
+fn sync_file(w: &mut BufWriter<File>, path: &Path) -> Result<u64, ReplayError> {
+    w.flush().map_err(io("cannot write", path))?;
+    let f = w.get_mut();
+    f.sync_data().map_err(io("cannot sync", path))?;
+    f.stream_position()
+        .map_err(io("cannot read position of", path))
 }
 
 impl Outputs {
@@ -314,24 +328,23 @@ impl Outputs {
                 .map_err(io("cannot seek output", path))?;
             Ok(BufWriter::with_capacity(1 << 20, f))
         };
-        let mut out = open(&opts.out, p.out_len)?;
-        let avro = match opts.format {
-            OutputFormat::Json => None,
-            OutputFormat::Avro if p.out_len == 0 => Some(
-                StatusChangeWriter::new(&mut out).map_err(|source| ReplayError::Avro {
-                    path: opts.out.clone(),
-                    source,
-                })?,
-            ),
-            OutputFormat::Avro => Some(StatusChangeWriter::resume()),
+        let w = open(&opts.out, p.out_len)?;
+        let avro_err = |source| ReplayError::Avro {
+            path: opts.out.clone(),
+            source,
+        };
+        let out = match opts.format {
+            OutputFormat::Json => Sink::Json(w),
+            OutputFormat::Avro if p.out_len == 0 => {
+                Sink::Avro(StatusChangeWriter::new(w).map_err(avro_err)?)
+            }
+            OutputFormat::Avro => Sink::Avro(StatusChangeWriter::resume(w)),
         };
         Ok(Outputs {
-            format: opts.format,
             out_path: opts.out.clone(),
             dead_path: opts.dead_letter.clone(),
             out,
             dead: open(&opts.dead_letter, p.dead_len)?,
-            avro,
             changes: Vec::new(),
         })
     }
@@ -345,41 +358,32 @@ impl Outputs {
 
     /// Writes the buffered changes, flushes and fsyncs both files; returns their lengths.
     fn sync(&mut self) -> Result<(u64, u64), ReplayError> {
-        match self.format {
-            OutputFormat::Json => {
+        let out_len = match &mut self.out {
+            Sink::Json(w) => {
                 for c in &self.changes {
-                    serde_json::to_writer(&mut self.out, c)
+                    serde_json::to_writer(&mut *w, c)
                         .map_err(std::io::Error::from)
-                        .and_then(|_| self.out.write_all(b"\n"))
+                        .and_then(|_| w.write_all(b"\n"))
                         .map_err(io("cannot write status changes to", &self.out_path))?;
                 }
+                sync_file(w, &self.out_path)?
             }
-            OutputFormat::Avro => {
-                let w = self.avro.as_mut().expect("avro writer for avro output");
-                w.write_block(&mut self.out, &self.changes)
-                    .map_err(|source| ReplayError::Avro {
-                        path: self.out_path.clone(),
-                        source,
-                    })?;
+            Sink::Avro(w) => {
+                let avro_err = |source| ReplayError::Avro {
+                    path: self.out_path.clone(),
+                    source,
+                };
+                w.write_block(&self.changes).map_err(avro_err)?;
+                w.flush().map_err(avro_err)?;
+                let mut f = w.get_ref().get_ref();
+                f.sync_data().map_err(io("cannot sync", &self.out_path))?;
+                f.stream_position()
+                    .map_err(io("cannot read position of", &self.out_path))?
             }
-        }
+        };
         self.changes.clear();
-        let mut lens = [0u64; 2];
-        for (i, (w, path)) in [
-            (&mut self.out, &self.out_path),
-            (&mut self.dead, &self.dead_path),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            w.flush().map_err(io("cannot write", path))?;
-            let f = w.get_mut();
-            f.sync_data().map_err(io("cannot sync", path))?;
-            lens[i] = f
-                .stream_position()
-                .map_err(io("cannot read position of", path))?;
-        }
-        Ok((lens[0], lens[1]))
+        let dead_len = sync_file(&mut self.dead, &self.dead_path)?;
+        Ok((out_len, dead_len))
     }
 }
 

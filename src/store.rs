@@ -56,12 +56,15 @@ pub enum StoreError {
     },
 }
 
+/// Key-value pairs from a scan.
+pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// The operations a key-value backend must offer.
 pub trait Kv: Send + Sync {
     /// Value under a key.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// All pairs whose key starts with `prefix`, ascending.
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, StoreError>;
     /// Applies puts (`Some`) and deletes (`None`) atomically and durably.
     fn apply(&self, ops: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<(), StoreError>;
     /// Bytes used on disk (0 in memory).
@@ -78,7 +81,7 @@ impl Kv for SledKv {
         Ok(self.db.get(key)?.map(|v| v.to_vec()))
     }
 
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, StoreError> {
         self.db
             .scan_prefix(prefix)
             .map(|r| {
@@ -117,7 +120,7 @@ impl Kv for MemKv {
         Ok(self.map.lock().expect("lock").get(key).cloned())
     }
 
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, StoreError> {
         Ok(self
             .map
             .lock()
