@@ -210,8 +210,21 @@ fn avro_output_is_a_readable_container_and_deterministic() {
     replay(&o, &mut |_| {}).unwrap();
     let bytes = std::fs::read(&o.out).unwrap();
     let reader = apache_avro::Reader::new(&bytes[..]).unwrap();
-    let n = reader.map(|r| r.unwrap()).count() as u64;
+    let mut n = 0u64;
+    for record in reader {
+        record.unwrap();
+        n += 1;
+    }
     assert_eq!(n, json.status_changes);
+    // The same changes as the JSON output, record for record.
+    let from_avro = churnwatch::avro::read_status_changes(&bytes[..]).unwrap();
+    let from_json: Vec<churnwatch::status::StatusChange> =
+        std::fs::read_to_string(dir.path().join("j.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    assert_eq!(from_avro, from_json);
     let first = std::fs::read(&o.out).unwrap();
     replay(&o, &mut |_| {}).unwrap();
     assert_eq!(first, std::fs::read(&o.out).unwrap());
