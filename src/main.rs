@@ -114,7 +114,7 @@ struct ReplayArgs {
     #[arg(long)]
     until: Option<String>,
     /// Commit state, progress and outputs every this many records.
-    #[arg(long, default_value_t = 50_000)]
+    #[arg(long, default_value_t = 200_000)]
     commit_every: u64,
     /// Customers kept in memory.
     #[arg(long, default_value_t = 500_000)]

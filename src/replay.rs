@@ -74,7 +74,7 @@ impl ReplayOptions {
             dead_letter,
             format: OutputFormat::Json,
             fresh: false,
-            commit_every: 50_000,
+            commit_every: 200_000,
             cache_capacity: 500_000,
             until: None,
             policy: Policy::default(),

@@ -179,6 +179,19 @@ fn progress_key(source: &str) -> Vec<u8> {
 const META_KEY: &[u8] = b"m/engine";
 const FORMAT_KEY: &[u8] = b"m/format";
 
+/// Compact value encoding: bincode with variable-length integers.
+fn codec() -> impl bincode::Options {
+    bincode::DefaultOptions::new()
+}
+
+fn encode<T: serde::Serialize>(v: &T, key: &[u8]) -> Result<Vec<u8>, StoreError> {
+    bincode::Options::serialize(codec(), v).map_err(|e| corrupt(key, e))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(v: &[u8], key: &[u8]) -> Result<T, StoreError> {
+    bincode::Options::deserialize(codec(), v).map_err(|e| corrupt(key, e))
+}
+
 fn corrupt(key: &[u8], reason: impl ToString) -> StoreError {
     StoreError::Corrupt {
         key: String::from_utf8_lossy(key).into_owned(),
@@ -235,7 +248,7 @@ impl<K: Kv> Store<K> {
     pub fn load_meta(&self) -> Result<Option<EngineMeta>, StoreError> {
         self.kv
             .get(META_KEY)?
-            .map(|v| bincode::deserialize(&v).map_err(|e| corrupt(META_KEY, e)))
+            .map(|v| decode(&v, META_KEY))
             .transpose()
     }
 
@@ -277,8 +290,9 @@ impl<K: Kv> Store<K> {
             dirty.customers.len() + dirty.timers_added.len() + dirty.timers_removed.len() + 2,
         );
         for c in &dirty.customers {
-            let v = bincode::serialize(c).map_err(|e| corrupt(&customer_key(&c.customer_id), e))?;
-            ops.push((customer_key(&c.customer_id), Some(v)));
+            let key = customer_key(&c.customer_id);
+            let v = encode(c, &key)?;
+            ops.push((key, Some(v)));
         }
         for (at, id) in &dirty.timers_removed {
             ops.push((timer_key(*at, id), None));
@@ -286,7 +300,7 @@ impl<K: Kv> Store<K> {
         for (at, id) in &dirty.timers_added {
             ops.push((timer_key(*at, id), Some(Vec::new())));
         }
-        let meta = bincode::serialize(&dirty.meta).map_err(|e| corrupt(META_KEY, e))?;
+        let meta = encode(&dirty.meta, META_KEY)?;
         ops.push((META_KEY.to_vec(), Some(meta)));
         for (source, p) in progress {
             ops.push((progress_key(source), Some(p.clone())));
@@ -305,10 +319,7 @@ impl<K: Kv> CustomerSource for Store<K> {
 
     fn load(&self, customer_id: &str) -> Result<Option<CustomerState>, StoreError> {
         let key = customer_key(customer_id);
-        self.kv
-            .get(&key)?
-            .map(|v| bincode::deserialize(&v).map_err(|e| corrupt(&key, e)))
-            .transpose()
+        self.kv.get(&key)?.map(|v| decode(&v, &key)).transpose()
     }
 }
 
