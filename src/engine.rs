@@ -425,9 +425,9 @@ impl Engine {
             }
             Some(prev) if prev == status => {}
             prev => {
-                let since = state.status_since.unwrap_or(Ts(i64::MIN));
-                if prev.is_some() && !correction && t.0 < since.0.saturating_add(dwell) {
-                    extra_deadline = Some(Ts(since.0 + dwell));
+                let dwell_until = state.last_change.map(|c| Ts(c.0.saturating_add(dwell)));
+                if let Some(until) = dwell_until.filter(|u| !correction && t < *u) {
+                    extra_deadline = Some(until);
                 } else {
                     let a = state.assess(t, &self.policy).expect("assessed above");
                     let from = prev.unwrap_or(Status {
@@ -469,6 +469,7 @@ impl Engine {
                     }
                     state.status = Some(a.status);
                     state.status_since = Some(t);
+                    state.last_change = Some(t);
                 }
             }
         }
@@ -912,6 +913,28 @@ mod tests {
                 ("2024-07-20T09:00:00Z", Level::Normal)
             ]
         );
+    }
+
+    #[test]
+    fn dwell_counts_from_published_changes_only() {
+        let mut e = Engine::new(no_factory_warranty());
+        // First sight is recorded silently (AS); a big repair an hour later lifts the
+        // tier at once: the silent record does not start a dwell period.
+        let out = run(
+            &mut e,
+            vec![
+                visit("a", "C", "2024-01-10T09:00:00Z"),
+                ro("r", "C", "2024-01-10T10:00:00Z", "accident", 1000.0, 9000.0),
+                tick("2024-01-12T00:00:00Z"),
+            ],
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            (out[0].previous_cell.as_str(), out[0].cell.as_str()),
+            ("AS", "AD")
+        );
+        assert_eq!(out[0].event_time, "2024-01-10T10:00:00Z");
+        assert_eq!(out[0].trigger, Trigger::Event);
     }
 
     #[test]

@@ -197,7 +197,12 @@ impl Progress {
                 let decile = (done * 10).checked_div(total).unwrap_or(10);
                 if decile > self.last_decile {
                     self.last_decile = decile;
-                    tracing::info!(percent = decile * 10, "{} {detail}", self.what);
+                    tracing::info!(
+                        percent = decile * 10,
+                        "{} {}% {detail}",
+                        self.what,
+                        decile * 10
+                    );
                 }
             }
         }
@@ -297,10 +302,8 @@ fn run(cli: Cli) -> Result<()> {
 
 fn run_generate(cfg: &GenConfig, out: &Path) -> Result<generate::GenSummary> {
     let mut p = Progress::new("generating", cfg.customers);
-    let s = generate::generate(cfg, out, &mut |g: GenProgress| {
-        p.set(g.done, g.total, "of customers")
-    })
-    .with_context(|| format!("generating into {}", out.display()))?;
+    let s = generate::generate(cfg, out, &mut |g: GenProgress| p.set(g.done, g.total, ""))
+        .with_context(|| format!("generating into {}", out.display()))?;
     p.finish();
     Ok(s)
 }
@@ -308,7 +311,7 @@ fn run_generate(cfg: &GenConfig, out: &Path) -> Result<generate::GenSummary> {
 fn run_replay(opts: &ReplayOptions) -> Result<ReplaySummary> {
     let mut p = Progress::new("replaying", 1);
     let s = replay::replay(opts, &mut |r: ReplayProgress| {
-        p.set(r.bytes_done, r.bytes_total, "of input")
+        p.set(r.bytes_done, r.bytes_total, "of the input")
     })?;
     p.finish();
     Ok(s)

@@ -627,6 +627,7 @@ pub fn inspect(
         "published": state.status.map(|s| serde_json::json!({
             "level": s.level, "lifecycle": s.lifecycle, "tier": s.tier, "cell": s.cell(),
             "since": state.status_since.map(Ts::to_rfc3339),
+            "last_change": state.last_change.map(Ts::to_rfc3339),
         })),
         "effective_customer": at.is_some_and(|t| state.is_effective(t)),
         "next_timer": state.next_deadline.map(Ts::to_rfc3339),

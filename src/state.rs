@@ -142,6 +142,9 @@ pub struct CustomerState {
     pub status: Option<Status>,
     /// When `status` took effect.
     pub status_since: Option<Ts>,
+    /// When the last status change was published (the minimum dwell counts from here;
+    /// a new customer's silently recorded first status does not count).
+    pub last_change: Option<Ts>,
     /// When this customer's status can next change without an event (its timer).
     pub next_deadline: Option<Ts>,
 }
@@ -215,6 +218,7 @@ impl CustomerState {
             applied: Vec::new(),
             status: None,
             status_since: None,
+            last_change: None,
             next_deadline: None,
         }
     }
