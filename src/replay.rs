@@ -123,6 +123,9 @@ pub enum ReplayError {
         /// What was asked now.
         given: String,
     },
+    /// `--fresh` was asked to delete a directory that is not a state store.
+    #[error("--fresh would delete {0}, but it is not a churnwatch state store (no sled files); pick an empty or new --store directory")]
+    NotAStore(PathBuf),
     /// Nothing to read.
     #[error("no input files given; pass --input FILE (JSON lines or .avro)")]
     NoInputs,
@@ -387,6 +390,24 @@ impl Outputs {
     }
 }
 
+/// Deletes a store directory for `--fresh`, refusing anything that is not one (a
+/// mistyped `--store /home/me` must not delete a home directory).
+fn remove_store(dir: &Path) -> Result<(), ReplayError> {
+    let entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(io("cannot read store directory", dir))?
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let is_store = entries.iter().any(|n| n == "conf")
+        && entries
+            .iter()
+            .all(|n| matches!(n.as_str(), "conf" | "db" | "blobs") || n.starts_with("snap."));
+    if !entries.is_empty() && !is_store {
+        return Err(ReplayError::NotAStore(dir.to_path_buf()));
+    }
+    std::fs::remove_dir_all(dir).map_err(io("cannot remove store", dir))
+}
+
 /// Runs a replay; resumes from the store unless `fresh`.
 pub fn replay(
     opts: &ReplayOptions,
@@ -406,7 +427,7 @@ pub fn replay(
         .map(|p| p.display().to_string())
         .collect();
     if opts.fresh && opts.store.exists() {
-        std::fs::remove_dir_all(&opts.store).map_err(io("cannot remove store", &opts.store))?;
+        remove_store(&opts.store)?;
     }
     let store = SledStore::open(&opts.store)?;
     let stored: Option<Progress> = store

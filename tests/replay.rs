@@ -74,6 +74,14 @@ fn a_finished_replay_is_not_run_twice_and_other_inputs_are_refused() {
     let second = replay(&again, &mut |_| {}).unwrap();
     assert!(second.already_complete);
     assert_eq!(second.status_changes, first.status_changes);
+    let mut precious = again.clone();
+    precious.store = dir.path().join("precious");
+    std::fs::create_dir_all(&precious.store).unwrap();
+    std::fs::write(precious.store.join("thesis.txt"), "do not delete").unwrap();
+    precious.fresh = true;
+    let e = replay(&precious, &mut |_| {}).unwrap_err().to_string();
+    assert!(e.contains("not a churnwatch state store"), "{e}");
+    assert!(precious.store.join("thesis.txt").exists());
     let mut other = again.clone();
     other.inputs.push(input.clone());
     let e = replay(&other, &mut |_| {}).unwrap_err().to_string();
