@@ -321,6 +321,9 @@ pub struct Validated {
     pub issues: Vec<FieldIssue>,
 }
 
+/// Largest amount accepted in any amount field.
+pub const MAX_AMOUNT: f64 = 1e9;
+
 /// Longest identifier accepted (event, customer, dealer, contract, RO number).
 pub const MAX_ID_LEN: usize = 128;
 
@@ -393,6 +396,10 @@ impl<'a> Fields<'a> {
             Some(n) if n < 0.0 => Err(InvalidEvent::invalid(
                 f,
                 format!("amount {n} is negative; amounts must be >= 0 (send refunds as their own correction)"),
+            )),
+            Some(n) if n > MAX_AMOUNT => Err(InvalidEvent::invalid(
+                f,
+                format!("amount {n} is implausibly large (more than {MAX_AMOUNT})"),
             )),
             other => Ok(other),
         }
@@ -734,6 +741,8 @@ mod tests {
         let e = validate(&r).unwrap_err();
         assert_eq!(e.code(), "invalid_field");
         assert!(e.to_string().contains("total_amount"), "{e}");
+        r["total_amount"] = json!(5e12);
+        assert!(validate(&r).unwrap_err().to_string().contains("implausibly large"));
         let mut r = ro();
         r["ro_type"] = json!("oil");
         assert!(validate(&r)

@@ -246,7 +246,7 @@ impl CustomerState {
             EventBody::RepairOrder(ro) => {
                 self.record_visit(t, policy);
                 let c = cents(ro.total_amount);
-                self.lifetime_spend_cents += c;
+                self.lifetime_spend_cents = self.lifetime_spend_cents.saturating_add(c);
                 self.ro_count += 1;
                 self.ro_mix[ro.ro_type.index()] += 1;
                 let s = Spend { time: t, cents: c };
@@ -485,7 +485,10 @@ impl CustomerState {
 
     /// Spend (currency units) in the value window ending at the last visit.
     pub fn window_spend(&self) -> f64 {
-        self.recent_spend.iter().map(|s| s.cents).sum::<i64>() as f64 / 100.0
+        self.recent_spend
+            .iter()
+            .fold(0i64, |a, s| a.saturating_add(s.cents)) as f64
+            / 100.0
     }
 
     /// Average repair-order value over the lifetime.

@@ -197,3 +197,62 @@ proptest! {
         }
     }
 }
+
+/// Field values of the wrong kind, odd strings, numbers out of range.
+fn any_json_value() -> impl Strategy<Value = serde_json::Value> {
+    prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<bool>().prop_map(serde_json::Value::from),
+        any::<i64>().prop_map(serde_json::Value::from),
+        any::<f64>().prop_map(|f| json!(f)),
+        ".{0,24}".prop_map(serde_json::Value::from),
+        Just(json!("2024-02-30T25:61:00Z")),
+        Just(json!("LSVAA4182E2123456")),
+        Just(json!([1, 2])),
+        Just(json!({"nested": true})),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    /// Arbitrary text is decoded or rejected with a reason, never a panic.
+    #[test]
+    fn arbitrary_lines_never_panic(line in ".{0,200}") {
+        if let Err(e) = decode_json_line(&line) {
+            prop_assert!(!e.to_string().is_empty());
+        }
+    }
+
+    /// Records with every field present but of arbitrary value are accepted or
+    /// rejected with a reason naming a field or the record, never a panic.
+    #[test]
+    fn arbitrary_field_values_never_panic(
+        ty in prop_oneof![Just("repair_order"), Just("visit"), Just("contract"), Just("tick"), Just("x")],
+        values in prop::collection::vec(any_json_value(), 24),
+        drop in prop::collection::vec(any::<bool>(), 24),
+    ) {
+        let fields = ["event_id", "event_time", "dealer_id", "customer_id", "phone", "vin",
+            "vehicle_model", "vehicle_purchase_date", "ro_number", "ro_type", "mileage_km",
+            "labor_amount", "parts_amount", "total_amount", "visit_type", "in_service_region",
+            "contract_id", "contract_type", "action", "start_date", "end_date", "amount",
+            "event_time", "customer_id"];
+        let mut obj = serde_json::Map::new();
+        obj.insert("type".into(), json!(ty));
+        for (i, f) in fields.iter().enumerate() {
+            if !drop[i] {
+                obj.insert(f.to_string(), values[i].clone());
+            }
+        }
+        let line = serde_json::Value::Object(obj).to_string();
+        match decode_json_line(&line) {
+            Ok(v) => {
+                let mut e = Engine::new(Policy::default());
+                let mut out = Vec::new();
+                e.process(v.input, &NoSource, &mut out).unwrap();
+                e.flush(&NoSource, &mut out).unwrap();
+            }
+            Err(e) => prop_assert!(!e.to_string().is_empty()),
+        }
+    }
+}
