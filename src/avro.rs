@@ -1212,7 +1212,25 @@ pub fn status_change_to_value(c: &StatusChange) -> AvroValue {
             "recommended_actions".into(),
             AvroValue::Array(c.recommended_actions.iter().map(|a| s(a)).collect()),
         ),
+        ("p_alive".into(), opt_double(c.p_alive)),
+        ("expected_visits_12m".into(), opt_double(c.expected_visits_12m)),
+        ("clv".into(), opt_double(c.clv)),
     ])
+}
+
+fn opt_double(v: Option<f64>) -> AvroValue {
+    match v {
+        None => AvroValue::Union(0, Box::new(AvroValue::Null)),
+        Some(x) => AvroValue::Union(1, Box::new(AvroValue::Double(x))),
+    }
+}
+
+fn sc_opt_double(v: &AvroValue, field: &str) -> Result<Option<f64>, AvroError> {
+    match unwrap_union(v) {
+        AvroValue::Null => Ok(None),
+        AvroValue::Double(x) => Ok(Some(*x)),
+        _ => Err(sc_err(field, "expected null or a double")),
+    }
 }
 
 fn sc_err(field: &str, problem: impl Into<String>) -> AvroError {
@@ -1329,6 +1347,9 @@ pub fn status_change_from_value(value: &AvroValue) -> Result<StatusChange, AvroE
         last_visit_date: string("last_visit_date")?,
         reasons,
         recommended_actions,
+        p_alive: sc_opt_double(get("p_alive")?, "p_alive")?,
+        expected_visits_12m: sc_opt_double(get("expected_visits_12m")?, "expected_visits_12m")?,
+        clv: sc_opt_double(get("clv")?, "clv")?,
     })
 }
 
@@ -2075,6 +2096,9 @@ mod tests {
                 })
                 .collect(),
             recommended_actions: vec!["maintenance_reminder".into(), "voucher".into()],
+            p_alive: (i % 2 == 0).then_some(0.25 + f64::from(i) / 100.0),
+            expected_visits_12m: (i % 2 == 0).then_some(1.5),
+            clv: (i % 4 == 0).then_some(1234.5),
         }
     }
 

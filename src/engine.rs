@@ -419,6 +419,7 @@ impl Engine {
         let mut extra_deadline = None;
         match state.status {
             None if status.level == Level::Normal => {
+                state.p_alive_at_change = state.p_alive(t, &self.policy);
                 state.status = Some(status);
                 state.status_since = Some(t);
                 self.counters.count_status(&status, 1);
@@ -430,6 +431,7 @@ impl Engine {
                     extra_deadline = Some(until);
                 } else {
                     let a = state.assess(t, &self.policy).expect("assessed above");
+                    let pred = state.predictions(t, &self.policy);
                     let from = prev.unwrap_or(Status {
                         level: Level::Normal,
                         lifecycle: Lifecycle::Active,
@@ -457,7 +459,11 @@ impl Engine {
                         last_visit_date: last.to_date_string(),
                         recommended_actions: recommended_actions(&a.status, &reasons),
                         reasons,
+                        p_alive: pred.map(|p| p.p_alive),
+                        expected_visits_12m: pred.map(|p| p.expected_visits_12m),
+                        clv: pred.and_then(|p| p.clv),
                     });
+                    state.p_alive_at_change = pred.map(|p| p.p_alive);
                     if let Some(p) = prev {
                         self.counters.count_status(&p, -1);
                     }

@@ -10,8 +10,10 @@
 #![warn(missing_docs)]
 
 pub mod avro;
+pub mod clv;
 pub mod engine;
 pub mod event;
+pub mod fit;
 pub mod generate;
 pub mod policy;
 pub mod replay;

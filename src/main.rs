@@ -63,6 +63,9 @@ enum Command {
         /// Policy file (TOML); defaults apply otherwise.
         #[arg(long, env = "CHURNWATCH_POLICY")]
         policy: Option<PathBuf>,
+        /// Model parameter file from `churnwatch fit`.
+        #[arg(long, env = "CHURNWATCH_MODEL")]
+        model: Option<PathBuf>,
     },
     /// Generate a small history in a temporary directory, replay it and show results.
     Demo {
@@ -73,12 +76,51 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Fit the visit (BG/NBD or MBG/NBD) and spend (Gamma-Gamma) models on history and
+    /// write the parameter file `replay --model` loads.
+    Fit {
+        /// Input files (JSON lines).
+        #[arg(long = "input", required = true, num_args = 1..)]
+        inputs: Vec<PathBuf>,
+        /// End of the calibration period (YYYY-MM-DD or RFC 3339): visits up to here fit the models.
+        #[arg(long)]
+        calibration_end: String,
+        /// End of a holdout period after the calibration end, to compare predicted with actual visits.
+        #[arg(long)]
+        holdout_end: Option<String>,
+        /// Visit model.
+        #[arg(long, value_enum, default_value_t = ModelArg::MbgNbd)]
+        model: ModelArg,
+        /// Time unit of the model.
+        #[arg(long, value_enum, default_value_t = UnitArg::Weeks)]
+        time_unit: UnitArg,
+        /// Where to write the parameter file (TOML).
+        #[arg(long, default_value = "model.toml")]
+        out: PathBuf,
+        /// Also write the whole report as JSON here.
+        #[arg(long)]
+        report_json: Option<PathBuf>,
+    },
     /// Print the effective churn policy (defaults, or a file's values) as TOML.
     Policy {
         /// Policy file to check and print.
         #[arg(long, env = "CHURNWATCH_POLICY")]
         policy: Option<PathBuf>,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModelArg {
+    /// BG/NBD (Fader, Hardie & Lee 2005).
+    BgNbd,
+    /// MBG/NBD (Batislam et al. 2007): single-visit customers can be inactive too.
+    MbgNbd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum UnitArg {
+    Days,
+    Weeks,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -110,6 +152,10 @@ struct ReplayArgs {
     /// Policy file (TOML); defaults apply otherwise.
     #[arg(long, env = "CHURNWATCH_POLICY")]
     policy: Option<PathBuf>,
+    /// Model parameter file from `churnwatch fit`: adds P(alive), expected visits and
+    /// CLV to status changes and enables the policy's [prediction] rules.
+    #[arg(long, env = "CHURNWATCH_MODEL")]
+    model: Option<PathBuf>,
     /// After the inputs, advance stream time to this date (YYYY-MM-DD or RFC 3339).
     #[arg(long)]
     until: Option<String>,
@@ -151,6 +197,14 @@ fn load_policy(path: Option<&Path>) -> Result<Policy> {
         Some(p) => Ok(Policy::load(p)?),
         None => Ok(Policy::default()),
     }
+}
+
+fn load_policy_and_model(policy: Option<&Path>, model: Option<&Path>) -> Result<Policy> {
+    let mut p = load_policy(policy)?;
+    if let Some(m) = model {
+        p.model = Some(churnwatch::fit::ModelParams::load(m)?);
+    }
+    Ok(p)
 }
 
 fn parse_instant(s: &str, what: &str) -> Result<Ts> {
@@ -261,7 +315,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             opts.commit_every = a.commit_every;
             opts.cache_capacity = a.cache_capacity;
-            opts.policy = load_policy(a.policy.as_deref())?;
+            opts.policy = load_policy_and_model(a.policy.as_deref(), a.model.as_deref())?;
             opts.until = a
                 .until
                 .as_deref()
@@ -279,8 +333,9 @@ fn run(cli: Cli) -> Result<()> {
             store,
             customer,
             policy,
+            model,
         } => {
-            let policy = load_policy(policy.as_deref())?;
+            let policy = load_policy_and_model(policy.as_deref(), model.as_deref())?;
             match replay::inspect(&store, &customer, &policy)? {
                 Some(v) => {
                     println!("{}", serde_json::to_string_pretty(&v)?);
@@ -293,6 +348,42 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Demo { customers, dir } => demo(customers, dir),
+        Command::Fit {
+            inputs,
+            calibration_end,
+            holdout_end,
+            model,
+            time_unit,
+            out,
+            report_json,
+        } => {
+            let opts = churnwatch::fit::FitOptions {
+                inputs,
+                calibration_end: parse_instant(&calibration_end, "--calibration-end")?,
+                holdout_end: holdout_end
+                    .as_deref()
+                    .map(|h| parse_instant(h, "--holdout-end"))
+                    .transpose()?,
+                model: match model {
+                    ModelArg::BgNbd => churnwatch::clv::VisitModel::BgNbd,
+                    ModelArg::MbgNbd => churnwatch::clv::VisitModel::MbgNbd,
+                },
+                time_unit_days: match time_unit {
+                    UnitArg::Days => 1.0,
+                    UnitArg::Weeks => 7.0,
+                },
+            };
+            tracing::info!("reading and fitting; this takes a while on large histories");
+            let r = churnwatch::fit::fit(&opts)?;
+            print_fit(&r);
+            r.params.save(&out)?;
+            println!("parameters written to {}", out.display());
+            if let Some(path) = report_json {
+                std::fs::write(&path, serde_json::to_vec_pretty(&r)?)
+                    .with_context(|| format!("cannot write report to {}", path.display()))?;
+            }
+            Ok(())
+        }
         Command::Policy { policy } => {
             print!("{}", load_policy(policy.as_deref())?.to_toml());
             Ok(())
@@ -375,6 +466,66 @@ fn print_summary(s: &ReplaySummary, opts: &ReplayOptions) {
         s.elapsed_secs, s.events_per_sec
     );
     println!("store        {:>12} bytes", s.store_bytes);
+}
+
+fn print_fit(r: &churnwatch::fit::FitReport) {
+    println!(
+        "read {} lines ({} visits, {} skipped, {} duplicates) in {:.2} s",
+        r.read.lines, r.read.visits, r.read.skipped, r.read.duplicates, r.read_secs
+    );
+    println!(
+        "customers {}  distinct (x, t_x, T) patterns {}",
+        r.customers, r.patterns
+    );
+    let v = &r.visit;
+    let se = |i: usize| v.std_errors.get(i).copied().unwrap_or(f64::NAN);
+    println!(
+        "visit model {:?} (time unit {} days): log-likelihood {:.4}, {} iterations, converged {}",
+        r.params.model, r.params.time_unit_days, v.log_likelihood, v.iterations, v.converged
+    );
+    for (i, (name, value)) in [
+        ("r", v.params.r),
+        ("alpha", v.params.alpha),
+        ("a", v.params.a),
+        ("b", v.params.b),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        println!("  {name:<6} {value:>12.6}  (s.e. {:.6})", se(i));
+    }
+    match &r.spend {
+        Some(g) => {
+            println!(
+                "spend model Gamma-Gamma: log-likelihood {:.4}, converged {}",
+                g.log_likelihood, g.converged
+            );
+            for (i, (name, value)) in [("p", g.params.p), ("q", g.params.q), ("v", g.params.v)]
+                .into_iter()
+                .enumerate()
+            {
+                println!(
+                    "  {name:<6} {value:>12.6}  (s.e. {:.6})",
+                    g.std_errors.get(i).copied().unwrap_or(f64::NAN)
+                );
+            }
+        }
+        None => println!("spend model: not fitted (fewer than 10 repeat customers with amounts)"),
+    }
+    if !r.holdout.is_empty() {
+        println!("holdout check: mean visits per customer in the holdout period");
+        println!(
+            "  {:>16} {:>10} {:>10} {:>10}",
+            "calib. repeats", "customers", "predicted", "actual"
+        );
+        for h in &r.holdout {
+            println!(
+                "  {:>16} {:>10} {:>10.3} {:>10.3}",
+                h.calibration_repeat_visits, h.customers, h.predicted, h.actual
+            );
+        }
+    }
+    println!("fit took {:.2} s", r.fit_secs);
 }
 
 fn fmt_map(m: &std::collections::BTreeMap<String, u64>) -> String {

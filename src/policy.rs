@@ -130,6 +130,49 @@ impl Default for StreamPolicy {
     }
 }
 
+/// Rules driven by the predictive models (P(alive), expected visits, CLV). They apply
+/// only when a model parameter file (`churnwatch fit`) is loaded; every threshold set
+/// to 0 is off.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PredictionPolicy {
+    /// An active customer whose P(alive) falls below this is raised to `prevent`.
+    /// Default 0 (off).
+    pub p_alive_prevent_below: f64,
+    /// A customer whose P(alive) falls below this is raised to at least `retain`.
+    /// Default 0 (off).
+    pub p_alive_retain_below: f64,
+    /// An active customer whose P(alive) dropped by at least this much since their last
+    /// status change is raised to `prevent`. Default 0 (off).
+    pub p_alive_drop_prevent: f64,
+    /// Horizon of the predicted customer lifetime value, in months. Default 36.
+    pub clv_horizon_months: u32,
+    /// Monthly discount rate of the CLV. Default 0.01.
+    pub monthly_discount: f64,
+    /// Tier by historical value + predicted CLV (evaluated at the last visit) instead of
+    /// by the value window. Needs a spend model. Default false.
+    pub tier_by_clv: bool,
+    /// With `tier_by_clv`: diamond from this value. Default 30000.
+    pub diamond_value: f64,
+    /// With `tier_by_clv`: gold from this value. Default 10000.
+    pub gold_value: f64,
+}
+
+impl Default for PredictionPolicy {
+    fn default() -> Self {
+        Self {
+            p_alive_prevent_below: 0.0,
+            p_alive_retain_below: 0.0,
+            p_alive_drop_prevent: 0.0,
+            clv_horizon_months: 36,
+            monthly_discount: 0.01,
+            tier_by_clv: false,
+            diamond_value: 30_000.0,
+            gold_value: 10_000.0,
+        }
+    }
+}
+
 /// The whole policy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -142,6 +185,12 @@ pub struct Policy {
     pub tier: TierPolicy,
     /// Stream time.
     pub stream: StreamPolicy,
+    /// Rules driven by the predictive models.
+    pub prediction: PredictionPolicy,
+    /// The fitted models (loaded from the file `churnwatch fit` writes, not from the
+    /// policy TOML).
+    #[serde(skip)]
+    pub model: Option<crate::fit::ModelParams>,
 }
 
 /// A policy file that cannot be used.
@@ -235,6 +284,29 @@ impl Policy {
         if p.min_odometer_span_days < 1.0 {
             return Err(PolicyError::Inconsistent(
                 "prevent.min_odometer_span_days must be at least 1".into(),
+            ));
+        }
+        let x = &self.prediction;
+        for (name, v) in [
+            ("prediction.p_alive_prevent_below", x.p_alive_prevent_below),
+            ("prediction.p_alive_retain_below", x.p_alive_retain_below),
+            ("prediction.p_alive_drop_prevent", x.p_alive_drop_prevent),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(PolicyError::Inconsistent(format!(
+                    "{name} is a probability and must be within 0..1 (got {v})"
+                )));
+            }
+        }
+        if !(0.0..1.0).contains(&x.monthly_discount) {
+            return Err(PolicyError::Inconsistent(format!(
+                "prediction.monthly_discount must be within 0..1 (got {})",
+                x.monthly_discount
+            )));
+        }
+        if x.gold_value > x.diamond_value {
+            return Err(PolicyError::Inconsistent(
+                "prediction.gold_value must not exceed prediction.diamond_value".into(),
             ));
         }
         let t = &self.tier;

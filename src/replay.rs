@@ -650,6 +650,7 @@ pub fn inspect(
             "since": state.status_since.map(Ts::to_rfc3339),
             "last_change": state.last_change.map(Ts::to_rfc3339),
         })),
+        "predictions": at.and_then(|t| state.predictions(t, policy)),
         "effective_customer": at.is_some_and(|t| state.is_effective(t)),
         "next_timer": state.next_deadline.map(Ts::to_rfc3339),
         "visits": {

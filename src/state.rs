@@ -147,6 +147,8 @@ pub struct CustomerState {
     pub last_change: Option<Ts>,
     /// When this customer's status can next change without an event (its timer).
     pub next_deadline: Option<Ts>,
+    /// P(alive) at the last published change (for the P(alive)-drop rule).
+    pub p_alive_at_change: Option<f64>,
 }
 
 /// What the state means at one instant.
@@ -158,6 +160,20 @@ pub struct Assessment {
     pub reasons: Vec<Reason>,
     /// Whole days since the last visit.
     pub days_since_last_visit: i64,
+    /// P(alive) when a visit model is loaded.
+    pub p_alive: Option<f64>,
+}
+
+/// Model-based predictions for a customer at an instant.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Predictions {
+    /// Probability the customer is still "alive" (will come again).
+    pub p_alive: f64,
+    /// Expected visits in the next 12 months.
+    pub expected_visits_12m: f64,
+    /// Predicted customer lifetime value over the policy's horizon (None without a
+    /// spend model).
+    pub clv: Option<f64>,
 }
 
 /// A stable 64-bit FNV-1a hash (event-id de-duplication).
@@ -220,6 +236,7 @@ impl CustomerState {
             status_since: None,
             last_change: None,
             next_deadline: None,
+            p_alive_at_change: None,
         }
     }
 
@@ -502,6 +519,19 @@ impl CustomerState {
 
     /// Value tier from the value window.
     pub fn tier(&self, policy: &Policy) -> Tier {
+        let x = &policy.prediction;
+        if x.tier_by_clv {
+            if let (Some(last), true) = (self.last_visit, policy.model.as_ref().is_some_and(|m| m.spend.is_some())) {
+                let value = self.lifetime_spend_cents as f64 / 100.0 + self.clv(last, policy).unwrap_or(0.0);
+                return if value >= x.diamond_value {
+                    Tier::Diamond
+                } else if value >= x.gold_value {
+                    Tier::Gold
+                } else {
+                    Tier::Silver
+                };
+            }
+        }
         let t = &policy.tier;
         let (spend, visits, avg) = (
             self.window_spend(),
@@ -746,8 +776,35 @@ impl CustomerState {
                 plan_running = true;
             }
         }
+        let p_alive = self.p_alive(t, policy);
+        if let Some(pa) = p_alive {
+            let x = &policy.prediction;
+            if lifecycle == Lifecycle::Active && pa < x.p_alive_prevent_below {
+                reasons.add("p_alive_low", || {
+                    format!("P(alive) {pa:.2} is below {}", x.p_alive_prevent_below)
+                });
+            }
+            if lifecycle == Lifecycle::Active && x.p_alive_drop_prevent > 0.0 {
+                if let Some(before) = self.p_alive_at_change {
+                    if before - pa >= x.p_alive_drop_prevent {
+                        reasons.add("p_alive_dropped", || {
+                            format!("P(alive) fell from {before:.2} to {pa:.2} since the last change")
+                        });
+                    }
+                }
+            }
+        }
         if level == Level::Normal && reasons.any {
             level = Level::Prevent;
+        }
+        if let Some(pa) = p_alive {
+            let below = policy.prediction.p_alive_retain_below;
+            if pa < below && level < Level::Retain {
+                level = Level::Retain;
+                reasons.add("p_alive_very_low", || {
+                    format!("P(alive) {pa:.2} is below {below}")
+                });
+            }
         }
         if plan_running && p.maintenance_plan_lowers_level && level != Level::Normal {
             level = level.lowered();
@@ -763,7 +820,96 @@ impl CustomerState {
             },
             reasons: reasons.list,
             days_since_last_visit: days,
+            p_alive,
         })
+    }
+
+    /// P(alive) at `t`, when a visit model is loaded.
+    pub fn p_alive(&self, t: Ts, policy: &Policy) -> Option<f64> {
+        let m = policy.model.as_ref()?;
+        let (first, last) = (self.first_visit?, self.last_visit?);
+        let rfm = m.rfm(first, last, self.visit_day_count, t.max(last));
+        Some(crate::clv::p_alive(m.model, &m.visit, rfm))
+    }
+
+    /// Average value the spend model should use: the customer's average repair order,
+    /// or the population mean for customers without repair orders.
+    fn mean_value(&self, g: &crate::clv::GgParams) -> f64 {
+        if self.ro_count > 0 {
+            self.avg_ro_value()
+        } else if g.q > 1.0 {
+            g.p * g.v / (g.q - 1.0)
+        } else {
+            0.0
+        }
+    }
+
+    /// Predicted customer lifetime value at `t` over the policy horizon.
+    pub fn clv(&self, t: Ts, policy: &Policy) -> Option<f64> {
+        let m = policy.model.as_ref()?;
+        let g = m.spend.as_ref()?;
+        let (first, last) = (self.first_visit?, self.last_visit?);
+        let rfm = m.rfm(first, last, self.visit_day_count, t.max(last));
+        let x = &policy.prediction;
+        Some(crate::clv::clv(
+            m.model,
+            &m.visit,
+            g,
+            rfm,
+            self.mean_value(g),
+            x.clv_horizon_months,
+            x.monthly_discount,
+            m.time_unit_days,
+        ))
+    }
+
+    /// The model-based predictions at `t` (None without a model or a visit).
+    pub fn predictions(&self, t: Ts, policy: &Policy) -> Option<Predictions> {
+        let m = policy.model.as_ref()?;
+        let (first, last) = (self.first_visit?, self.last_visit?);
+        let rfm = m.rfm(first, last, self.visit_day_count, t.max(last));
+        Some(Predictions {
+            p_alive: crate::clv::p_alive(m.model, &m.visit, rfm),
+            expected_visits_12m: crate::clv::expected_visits(
+                m.model,
+                &m.visit,
+                rfm,
+                365.0 / m.time_unit_days,
+            ),
+            clv: self.clv(t, policy),
+        })
+    }
+
+    /// The first instant after `t` at which P(alive) is below `threshold` (it only
+    /// falls while no visit comes), found by bisection to the minute.
+    fn p_alive_crossing(&self, t: Ts, threshold: f64, policy: &Policy) -> Option<Ts> {
+        if threshold <= 0.0 {
+            return None;
+        }
+        let below = |at: Ts| self.p_alive(at, policy).is_some_and(|p| p < threshold);
+        if below(t) {
+            return None;
+        }
+        let mut lo = t;
+        let mut step = 30.0;
+        let mut hi = t.add_days(step);
+        while !below(hi) {
+            if step > 365.0 * 100.0 {
+                return None;
+            }
+            lo = hi;
+            step *= 2.0;
+            hi = t.add_days(step);
+        }
+        while hi.0 - lo.0 > 60_000 {
+            let mid = Ts(lo.0 + (hi.0 - lo.0) / 2);
+            if below(mid) {
+                hi = mid;
+            } else {
+                lo = mid;
+            }
+        }
+        Some(hi)
     }
 
     /// The first instant after `t` at which [`assess`](Self::assess) can give a different
@@ -787,6 +933,16 @@ impl CustomerState {
         for c in &self.contracts {
             if let Some(s) = c.start {
                 cands.push(s);
+            }
+        }
+        if policy.model.is_some() {
+            let x = &policy.prediction;
+            let mut thresholds = vec![x.p_alive_prevent_below, x.p_alive_retain_below];
+            if let Some(before) = self.p_alive_at_change.filter(|_| x.p_alive_drop_prevent > 0.0) {
+                thresholds.push(before - x.p_alive_drop_prevent);
+            }
+            for th in thresholds {
+                cands.extend(self.p_alive_crossing(t, th, policy));
             }
         }
         cands.into_iter().filter(|c| *c > t).min()

@@ -197,6 +197,12 @@ pub struct StatusChange {
     pub reasons: Vec<Reason>,
     /// What the campaign system should do.
     pub recommended_actions: Vec<String>,
+    /// P(alive) at `event_time` (null without model parameters).
+    pub p_alive: Option<f64>,
+    /// Expected visits in the next 12 months (null without model parameters).
+    pub expected_visits_12m: Option<f64>,
+    /// Predicted customer lifetime value (null without a spend model).
+    pub clv: Option<f64>,
 }
 
 /// Namespace for status-change ids (UUID v5).

@@ -1,0 +1,452 @@
+//! `churnwatch fit`: estimates the visit model (BG/NBD or MBG/NBD) and the spend model
+//! (Gamma-Gamma) from recorded history, checks them on a holdout period and writes the
+//! parameter file that `replay` (and later `run`) load.
+//!
+//! Reading is the expensive part on millions of customers: records are parsed into a
+//! borrowed, minimal shape (only type, time, customer, event id and amounts), the file
+//! is split at line boundaries and read on every core, and identical (x, t_x, T)
+//! patterns are collapsed with weights before the likelihood is maximised.
+
+use crate::clv::{self, BgParams, Fit, GgParams, Rfm, VisitModel};
+use crate::time::{Ts, DAY_MS};
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// The fitted models, as written to and read from a parameter file (TOML).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelParams {
+    /// Which visit model.
+    pub model: VisitModel,
+    /// Length of the model's time unit in days (1 = days, 7 = weeks).
+    pub time_unit_days: f64,
+    /// Visit-model parameters.
+    pub visit: BgParams,
+    /// Spend-model parameters (absent when there were too few repeat customers).
+    pub spend: Option<GgParams>,
+    /// End of the calibration period the parameters were fitted on (RFC 3339).
+    pub calibration_end: String,
+    /// Customers in the calibration data.
+    pub customers: u64,
+    /// Total log-likelihood of the visit model at the optimum.
+    pub log_likelihood: f64,
+}
+
+/// A parameter file that cannot be used, or a fit that cannot be made.
+#[derive(Debug, Error)]
+pub enum FitError {
+    /// A file could not be read or written.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The parameter file is not valid.
+    #[error("model parameter file {path} is invalid: {message}; write it with `churnwatch fit`")]
+    Params {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The estimation failed.
+    #[error("fitting the {what} failed: {source}")]
+    Estimate {
+        /// Which model.
+        what: &'static str,
+        /// The cause.
+        source: clv::FitError,
+    },
+    /// Bad arguments.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl ModelParams {
+    /// Reads a parameter file.
+    pub fn load(path: &Path) -> Result<ModelParams, FitError> {
+        let text = std::fs::read_to_string(path).map_err(|source| FitError::Io {
+            action: "cannot read model parameters",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let p: ModelParams = toml::from_str(&text).map_err(|e| FitError::Params {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let v = &p.visit;
+        let ok = [v.r, v.alpha, v.a, v.b, p.time_unit_days]
+            .iter()
+            .all(|x| x.is_finite() && *x > 0.0)
+            && p.spend.is_none_or(|g| [g.p, g.q, g.v].iter().all(|x| x.is_finite() && *x > 0.0));
+        if !ok {
+            return Err(FitError::Params {
+                path: path.to_path_buf(),
+                message: "every parameter and time_unit_days must be a positive number".into(),
+            });
+        }
+        Ok(p)
+    }
+
+    /// Writes the parameter file.
+    pub fn save(&self, path: &Path) -> Result<(), FitError> {
+        let text = toml::to_string_pretty(self).expect("parameters serialise");
+        std::fs::write(path, text).map_err(|source| FitError::Io {
+            action: "cannot write model parameters to",
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// The recency/frequency statistics of a visit history at `now`, in model units.
+    pub fn rfm(&self, first: Ts, last: Ts, visit_days: u32, now: Ts) -> Rfm {
+        let unit = self.time_unit_days * DAY_MS as f64;
+        Rfm {
+            x: f64::from(visit_days.saturating_sub(1)),
+            t_x: ((last.0 - first.0).max(0) as f64 / unit).max(0.0),
+            t: ((now.0 - first.0).max(0) as f64 / unit).max(0.0),
+        }
+    }
+}
+
+/// One customer's visit days and repair-order values, as read for a fit.
+#[derive(Debug, Default, Clone)]
+struct History {
+    days: Vec<i32>,
+    values: Vec<(i32, f64)>,
+    ids: Vec<u64>,
+}
+
+#[derive(Deserialize)]
+struct Lite<'a> {
+    #[serde(rename = "type", borrow)]
+    ty: Cow<'a, str>,
+    #[serde(borrow)]
+    event_time: Cow<'a, str>,
+    #[serde(borrow, default)]
+    customer_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    event_id: Option<Cow<'a, str>>,
+    #[serde(default)]
+    total_amount: Option<f64>,
+    #[serde(default)]
+    labor_amount: Option<f64>,
+    #[serde(default)]
+    parts_amount: Option<f64>,
+}
+
+/// Counts from reading the input.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct ReadStats {
+    /// Lines read.
+    pub lines: u64,
+    /// Visit and repair-order records used.
+    pub visits: u64,
+    /// Records skipped as unreadable or invalid.
+    pub skipped: u64,
+    /// Duplicate records (same event id) ignored.
+    pub duplicates: u64,
+}
+
+type Histories = HashMap<String, History>;
+
+fn read_chunk(bytes: &[u8], until: Ts, stats: &mut ReadStats) -> Histories {
+    let mut map: Histories = HashMap::new();
+    for line in bytes.split(|b| *b == b'\n') {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        stats.lines += 1;
+        let Ok(r) = serde_json::from_slice::<Lite<'_>>(line) else {
+            stats.skipped += 1;
+            continue;
+        };
+        let is_ro = r.ty == "repair_order";
+        if !(is_ro || r.ty == "visit") {
+            continue;
+        }
+        let (Some(customer), Ok(t)) = (r.customer_id, Ts::parse_rfc3339(&r.event_time)) else {
+            stats.skipped += 1;
+            continue;
+        };
+        if t > until {
+            continue;
+        }
+        let value = if is_ro {
+            match r.total_amount.or_else(|| Some(r.labor_amount? + r.parts_amount?)) {
+                Some(v) if v >= 0.0 && v.is_finite() => Some(v),
+                _ => {
+                    stats.skipped += 1;
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
+        let h = map.entry(customer.into_owned()).or_default();
+        if let Some(id) = r.event_id {
+            let hash = crate::state::fnv1a(&id);
+            match h.ids.binary_search(&hash) {
+                Ok(_) => {
+                    stats.duplicates += 1;
+                    continue;
+                }
+                Err(i) => h.ids.insert(i, hash),
+            }
+        }
+        stats.visits += 1;
+        let day = t.epoch_day();
+        if let Err(i) = h.days.binary_search(&day) {
+            h.days.insert(i, day);
+        }
+        if let Some(v) = value {
+            h.values.push((day, v));
+        }
+    }
+    map
+}
+
+fn merge(into: &mut Histories, from: Histories) {
+    for (k, v) in from {
+        match into.get_mut(&k) {
+            None => {
+                into.insert(k, v);
+            }
+            Some(h) => {
+                for id in v.ids {
+                    if let Err(i) = h.ids.binary_search(&id) {
+                        h.ids.insert(i, id);
+                    }
+                }
+                for d in v.days {
+                    if let Err(i) = h.days.binary_search(&d) {
+                        h.days.insert(i, d);
+                    }
+                }
+                h.values.extend(v.values);
+            }
+        }
+    }
+}
+
+/// Reads visit histories up to `until` from JSON-lines files, on every core.
+fn read_histories(inputs: &[PathBuf], until: Ts) -> Result<(Histories, ReadStats), FitError> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+    let mut all: Histories = HashMap::new();
+    let mut stats = ReadStats::default();
+    for path in inputs {
+        let io = |action| {
+            move |source| FitError::Io {
+                action,
+                path: path.clone(),
+                source,
+            }
+        };
+        let mut f = std::fs::File::open(path).map_err(io("cannot open input"))?;
+        let len = f.metadata().map_err(io("cannot read input"))?.len();
+        let mut buf = Vec::with_capacity(len as usize);
+        f.seek(SeekFrom::Start(0)).map_err(io("cannot read input"))?;
+        f.read_to_end(&mut buf).map_err(io("cannot read input"))?;
+        // Split at line boundaries into one chunk per core.
+        let mut bounds = vec![0usize];
+        for k in 1..threads {
+            let mut at = buf.len() * k / threads;
+            while at < buf.len() && buf[at] != b'\n' {
+                at += 1;
+            }
+            bounds.push((at + 1).min(buf.len()).max(*bounds.last().expect("non-empty")));
+        }
+        bounds.push(buf.len());
+        let parts: Vec<(Histories, ReadStats)> = std::thread::scope(|s| {
+            let handles: Vec<_> = bounds
+                .windows(2)
+                .map(|w| {
+                    let chunk = &buf[w[0]..w[1]];
+                    s.spawn(move || {
+                        let mut st = ReadStats::default();
+                        let m = read_chunk(chunk, until, &mut st);
+                        (m, st)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("reader thread")).collect()
+        });
+        for (m, st) in parts {
+            stats.lines += st.lines;
+            stats.visits += st.visits;
+            stats.skipped += st.skipped;
+            stats.duplicates += st.duplicates;
+            if all.is_empty() {
+                all = m;
+            } else {
+                merge(&mut all, m);
+            }
+        }
+    }
+    Ok((all, stats))
+}
+
+/// What to fit.
+#[derive(Debug, Clone)]
+pub struct FitOptions {
+    /// JSON-lines input files.
+    pub inputs: Vec<PathBuf>,
+    /// Calibration period end: only visits up to here are used to fit.
+    pub calibration_end: Ts,
+    /// Optional holdout end: visits after the calibration end up to here are compared
+    /// with the model's predictions.
+    pub holdout_end: Option<Ts>,
+    /// Visit model.
+    pub model: VisitModel,
+    /// Time unit in days (1 or 7).
+    pub time_unit_days: f64,
+}
+
+/// One row of the calibration/holdout check.
+#[derive(Debug, Clone, Serialize)]
+pub struct HoldoutRow {
+    /// Repeat visits in the calibration period (the last row collects this many and more).
+    pub calibration_repeat_visits: String,
+    /// Customers in the group.
+    pub customers: u64,
+    /// Mean predicted visits in the holdout.
+    pub predicted: f64,
+    /// Mean actual visits in the holdout.
+    pub actual: f64,
+}
+
+/// The result of a fit.
+#[derive(Debug, Clone, Serialize)]
+pub struct FitReport {
+    /// Input counts.
+    pub read: ReadStats,
+    /// Customers with at least one visit in the calibration period.
+    pub customers: u64,
+    /// Distinct (x, t_x, T) patterns.
+    pub patterns: u64,
+    /// The visit model fit.
+    pub visit: Fit<BgParams>,
+    /// The spend model fit, when there were repeat customers with values.
+    pub spend: Option<Fit<GgParams>>,
+    /// Calibration/holdout comparison.
+    pub holdout: Vec<HoldoutRow>,
+    /// Seconds spent reading.
+    pub read_secs: f64,
+    /// Seconds spent fitting.
+    pub fit_secs: f64,
+    /// The parameters to save.
+    pub params: ModelParams,
+}
+
+/// Reads the inputs, fits both models and checks them on the holdout.
+pub fn fit(opts: &FitOptions) -> Result<FitReport, FitError> {
+    if opts.inputs.is_empty() {
+        return Err(FitError::Invalid("no input files given; pass --input FILE".into()));
+    }
+    if !(opts.time_unit_days > 0.0) {
+        return Err(FitError::Invalid("the time unit must be a positive number of days".into()));
+    }
+    if let Some(h) = opts.holdout_end {
+        if h <= opts.calibration_end {
+            return Err(FitError::Invalid(format!(
+                "--holdout-end {} must be after --calibration-end {}",
+                h.to_date_string(),
+                opts.calibration_end.to_date_string()
+            )));
+        }
+    }
+    let started = std::time::Instant::now();
+    let until = opts.holdout_end.unwrap_or(opts.calibration_end);
+    let (hist, read) = read_histories(&opts.inputs, until)?;
+    let read_secs = started.elapsed().as_secs_f64();
+    let cal_day = opts.calibration_end.epoch_day();
+    let unit = opts.time_unit_days;
+    let mut rfms = Vec::with_capacity(hist.len());
+    let mut holdout_pairs = Vec::new();
+    let mut spend = Vec::new();
+    let mut ids: Vec<&String> = hist.keys().collect();
+    ids.sort_unstable();
+    for id in ids {
+        let h = &hist[id];
+        let cal: Vec<i32> = h.days.iter().copied().filter(|d| *d <= cal_day).collect();
+        let (Some(first), Some(last)) = (cal.first(), cal.last()) else {
+            continue;
+        };
+        let rfm = Rfm {
+            x: (cal.len() - 1) as f64,
+            t_x: f64::from(last - first) / unit,
+            t: f64::from(cal_day + 1 - first) / unit,
+        };
+        rfms.push(rfm);
+        let after = h.days.len() - cal.len();
+        holdout_pairs.push((rfm, after));
+        let values: Vec<f64> = h.values.iter().filter(|(d, _)| *d <= cal_day).map(|(_, v)| *v).collect();
+        if rfm.x > 0.0 && !values.is_empty() {
+            spend.push((rfm.x, values.iter().sum::<f64>() / values.len() as f64, 1.0));
+        }
+    }
+    let customers = rfms.len() as u64;
+    let patterns = clv::collapse(rfms);
+    let fit_started = std::time::Instant::now();
+    let visit = clv::fit_visit_model(opts.model, &patterns)
+        .map_err(|source| FitError::Estimate { what: "visit model", source })?;
+    let spend_fit = if spend.len() >= 10 {
+        Some(
+            clv::fit_gamma_gamma(&spend)
+                .map_err(|source| FitError::Estimate { what: "spend model (Gamma-Gamma)", source })?,
+        )
+    } else {
+        None
+    };
+    let fit_secs = fit_started.elapsed().as_secs_f64();
+    let holdout = match opts.holdout_end {
+        None => Vec::new(),
+        Some(h) => {
+            let horizon = f64::from(h.epoch_day() - cal_day) / unit;
+            let mut groups: BTreeMap<usize, (u64, f64, f64)> = BTreeMap::new();
+            for (rfm, actual) in &holdout_pairs {
+                let g = groups.entry((rfm.x as usize).min(7)).or_default();
+                g.0 += 1;
+                g.1 += clv::expected_visits(opts.model, &visit.params, *rfm, horizon);
+                g.2 += *actual as f64;
+            }
+            groups
+                .into_iter()
+                .map(|(x, (n, p, a))| HoldoutRow {
+                    calibration_repeat_visits: if x == 7 { "7+".into() } else { x.to_string() },
+                    customers: n,
+                    predicted: p / n as f64,
+                    actual: a / n as f64,
+                })
+                .collect()
+        }
+    };
+    let params = ModelParams {
+        model: opts.model,
+        time_unit_days: unit,
+        visit: visit.params,
+        spend: spend_fit.as_ref().map(|f| f.params),
+        calibration_end: opts.calibration_end.to_rfc3339(),
+        customers,
+        log_likelihood: visit.log_likelihood,
+    };
+    Ok(FitReport {
+        read,
+        customers,
+        patterns: patterns.len() as u64,
+        visit,
+        spend: spend_fit,
+        holdout,
+        read_secs,
+        fit_secs,
+        params,
+    })
+}
