@@ -12,7 +12,7 @@ use crate::time::{Ts, DAY_MS};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{BufRead, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -158,60 +158,86 @@ pub struct ReadStats {
 
 type Histories = HashMap<String, History>;
 
-fn read_chunk(bytes: &[u8], until: Ts, stats: &mut ReadStats) -> Histories {
+/// Reads the lines that start in `[start, end)` of a file.
+fn read_range(path: &Path, start: u64, end: u64, until: Ts) -> std::io::Result<(Histories, ReadStats)> {
+    let mut f = std::fs::File::open(path)?;
+    let from = start.saturating_sub(1);
+    f.seek(SeekFrom::Start(from))?;
+    let mut r = std::io::BufReader::with_capacity(1 << 20, f);
+    let mut pos = from;
+    let mut line = Vec::with_capacity(1024);
+    if start > 0 {
+        // Lines are read by the range they start in: skip the rest of the line in
+        // progress at `start - 1` (just its newline when `start` begins a line).
+        pos += r.read_until(b'\n', &mut line)? as u64;
+    }
     let mut map: Histories = HashMap::new();
-    for line in bytes.split(|b| *b == b'\n') {
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
+    let mut stats = ReadStats::default();
+    while pos < end {
+        line.clear();
+        let n = r.read_until(b'\n', &mut line)?;
+        if n == 0 {
+            break;
         }
-        stats.lines += 1;
-        let Ok(r) = serde_json::from_slice::<Lite<'_>>(line) else {
-            stats.skipped += 1;
-            continue;
-        };
-        let is_ro = r.ty == "repair_order";
-        if !(is_ro || r.ty == "visit") {
-            continue;
-        }
-        let (Some(customer), Ok(t)) = (r.customer_id, Ts::parse_rfc3339(&r.event_time)) else {
-            stats.skipped += 1;
-            continue;
-        };
-        if t > until {
-            continue;
-        }
-        let value = if is_ro {
-            match r.total_amount.or_else(|| Some(r.labor_amount? + r.parts_amount?)) {
-                Some(v) if v >= 0.0 && v.is_finite() => Some(v),
-                _ => {
-                    stats.skipped += 1;
-                    continue;
-                }
+        pos += n as u64;
+        read_line(&line, until, &mut map, &mut stats);
+    }
+    Ok((map, stats))
+}
+
+fn read_line(line: &[u8], until: Ts, map: &mut Histories, stats: &mut ReadStats) {
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return;
+    }
+    stats.lines += 1;
+    let Ok(r) = serde_json::from_slice::<Lite<'_>>(line) else {
+        stats.skipped += 1;
+        return;
+    };
+    let is_ro = r.ty == "repair_order";
+    if !(is_ro || r.ty == "visit") {
+        return;
+    }
+    let (Some(customer), Ok(t)) = (r.customer_id, Ts::parse_rfc3339(&r.event_time)) else {
+        stats.skipped += 1;
+        return;
+    };
+    if t > until {
+        return;
+    }
+    let value = if is_ro {
+        match r.total_amount.or_else(|| Some(r.labor_amount? + r.parts_amount?)) {
+            Some(v) if v >= 0.0 && v.is_finite() => Some(v),
+            _ => {
+                stats.skipped += 1;
+                return;
             }
-        } else {
-            None
-        };
-        let h = map.entry(customer.into_owned()).or_default();
-        if let Some(id) = r.event_id {
-            let hash = crate::state::fnv1a(&id);
-            match h.ids.binary_search(&hash) {
-                Ok(_) => {
-                    stats.duplicates += 1;
-                    continue;
-                }
-                Err(i) => h.ids.insert(i, hash),
+        }
+    } else {
+        None
+    };
+    let h = match map.get_mut(customer.as_ref()) {
+        Some(h) => h,
+        None => map.entry(customer.into_owned()).or_default(),
+    };
+    if let Some(id) = r.event_id {
+        let hash = crate::state::fnv1a(&id);
+        match h.ids.binary_search(&hash) {
+            Ok(_) => {
+                stats.duplicates += 1;
+                return;
             }
-        }
-        stats.visits += 1;
-        let day = t.epoch_day();
-        if let Err(i) = h.days.binary_search(&day) {
-            h.days.insert(i, day);
-        }
-        if let Some(v) = value {
-            h.values.push((day, v));
+            Err(i) => h.ids.insert(i, hash),
         }
     }
-    map
+    stats.visits += 1;
+    let day = t.epoch_day();
+    if let Err(i) = h.days.binary_search(&day) {
+        h.days.insert(i, day);
+    }
+    if let Some(v) = value {
+        h.values.push((day, v));
+    }
 }
 
 fn merge(into: &mut Histories, from: Histories) {
@@ -250,35 +276,17 @@ fn read_histories(inputs: &[PathBuf], until: Ts) -> Result<(Histories, ReadStats
                 source,
             }
         };
-        let mut f = std::fs::File::open(path).map_err(io("cannot open input"))?;
-        let len = f.metadata().map_err(io("cannot read input"))?.len();
-        let mut buf = Vec::with_capacity(len as usize);
-        f.seek(SeekFrom::Start(0)).map_err(io("cannot read input"))?;
-        f.read_to_end(&mut buf).map_err(io("cannot read input"))?;
-        // Split at line boundaries into one chunk per core.
-        let mut bounds = vec![0usize];
-        for k in 1..threads {
-            let mut at = buf.len() * k / threads;
-            while at < buf.len() && buf[at] != b'\n' {
-                at += 1;
-            }
-            bounds.push((at + 1).min(buf.len()).max(*bounds.last().expect("non-empty")));
-        }
-        bounds.push(buf.len());
-        let parts: Vec<(Histories, ReadStats)> = std::thread::scope(|s| {
-            let handles: Vec<_> = bounds
-                .windows(2)
-                .map(|w| {
-                    let chunk = &buf[w[0]..w[1]];
-                    s.spawn(move || {
-                        let mut st = ReadStats::default();
-                        let m = read_chunk(chunk, until, &mut st);
-                        (m, st)
-                    })
+        let len = std::fs::metadata(path).map_err(io("cannot read input"))?.len();
+        let parts: Vec<std::io::Result<(Histories, ReadStats)>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads as u64)
+                .map(|k| {
+                    let (start, end) = (len * k / threads as u64, len * (k + 1) / threads as u64);
+                    s.spawn(move || read_range(path, start, end, until))
                 })
                 .collect();
             handles.into_iter().map(|h| h.join().expect("reader thread")).collect()
         });
+        let parts = parts.into_iter().collect::<std::io::Result<Vec<_>>>().map_err(io("cannot read input"))?;
         for (m, st) in parts {
             stats.lines += st.lines;
             stats.visits += st.visits;
@@ -449,4 +457,44 @@ pub fn fit(opts: &FitOptions) -> Result<FitReport, FitError> {
         fit_secs,
         params,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_split_lines_exactly_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.jsonl");
+        let mut text = String::new();
+        for i in 0..200 {
+            text.push_str(&format!(
+                r#"{{"type":"visit","event_id":"v{i}","event_time":"2024-01-{:02}T10:00:00Z","dealer_id":"D","customer_id":"C{}","visit_type":"service"}}"#,
+                1 + i % 28,
+                i % 7
+            ));
+            text.push('\n');
+        }
+        std::fs::write(&path, &text).unwrap();
+        let len = text.len() as u64;
+        let until = Ts::ymd_hms(2030, 1, 1, 0, 0, 0);
+        for parts in [1u64, 2, 3, 7, 13] {
+            let mut lines = 0;
+            let mut visits = 0;
+            for k in 0..parts {
+                let (_, st) = read_range(&path, len * k / parts, len * (k + 1) / parts, until).unwrap();
+                lines += st.lines;
+                visits += st.visits;
+            }
+            assert_eq!((lines, visits), (200, 200), "{parts} parts");
+        }
+        // Cuts just before, at and just after every line start.
+        let starts = text.match_indices('\n').map(|(i, _)| i as u64 + 1);
+        for cut in starts.flat_map(|s| [s - 1, s, s + 1]).filter(|c| *c > 0 && *c < len) {
+            let (_, a) = read_range(&path, 0, cut, until).unwrap();
+            let (_, b) = read_range(&path, cut, len, until).unwrap();
+            assert_eq!(a.lines + b.lines, 200, "cut at {cut}");
+        }
+    }
 }
