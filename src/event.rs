@@ -742,7 +742,10 @@ mod tests {
         assert_eq!(e.code(), "invalid_field");
         assert!(e.to_string().contains("total_amount"), "{e}");
         r["total_amount"] = json!(5e12);
-        assert!(validate(&r).unwrap_err().to_string().contains("implausibly large"));
+        assert!(validate(&r)
+            .unwrap_err()
+            .to_string()
+            .contains("implausibly large"));
         let mut r = ro();
         r["ro_type"] = json!("oil");
         assert!(validate(&r)
