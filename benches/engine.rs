@@ -50,18 +50,29 @@ fn bench_decode(c: &mut Criterion) {
 fn bench_engine(c: &mut Criterion) {
     let mut g = c.benchmark_group("engine");
     g.sample_size(10);
+    // With a fitted model every status change also carries P(alive), expected visits
+    // and CLV, and the P(alive) rules add timers: the budget for that is 20%.
+    let mut scored = Policy::default();
+    scored.model = Some(churnwatch::fit::ModelParams {
+        model: churnwatch::clv::VisitModel::MbgNbd,
+        time_unit_days: 7.0,
+        visit: churnwatch::clv::BgParams { r: 0.9, alpha: 12.0, a: 0.4, b: 2.5 },
+        spend: Some(churnwatch::clv::GgParams { p: 6.0, q: 4.0, v: 300.0 }),
+        calibration_end: "2024-01-01T00:00:00Z".into(),
+        customers: 1,
+        log_likelihood: 0.0,
+    });
+    scored.prediction.p_alive_prevent_below = 0.3;
     for customers in [1_000u32, 10_000] {
         let inputs: Vec<Input> = stream(customers)
             .iter()
             .map(|l| decode_json_line(l).unwrap().input)
             .collect();
         g.throughput(Throughput::Elements(inputs.len() as u64));
-        g.bench_with_input(
-            BenchmarkId::new("process", customers),
-            &inputs,
-            |b, inputs| {
+        for (name, policy) in [("process", Policy::default()), ("process_scored", scored.clone())] {
+            g.bench_with_input(BenchmarkId::new(name, customers), &inputs, |b, inputs| {
                 b.iter(|| {
-                    let mut e = Engine::new(Policy::default());
+                    let mut e = Engine::new(policy.clone());
                     let mut out = Vec::new();
                     for i in inputs {
                         e.process(i.clone(), &NoSource, &mut out).unwrap();
@@ -69,8 +80,8 @@ fn bench_engine(c: &mut Criterion) {
                     e.flush(&NoSource, &mut out).unwrap();
                     black_box(out.len())
                 })
-            },
-        );
+            });
+        }
     }
     g.finish();
 }
