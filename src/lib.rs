@@ -5,7 +5,8 @@
 //! - [`state`], [`engine`]: the pure churn engine (no I/O, no clock reads);
 //! - [`status`]: the status-change output contract;
 //! - [`store`]: sled persistence behind a small trait;
-//! - [`replay`]: the file pipeline; [`generate`]: synthetic histories.
+//! - [`replay`]: the file pipeline; [`generate`]: synthetic histories;
+//! - [`clv`]: BG/NBD, MBG/NBD and Gamma-Gamma customer-base models (pure maths).
 
 #![warn(missing_docs)]
 
