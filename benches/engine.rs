@@ -52,16 +52,27 @@ fn bench_engine(c: &mut Criterion) {
     g.sample_size(10);
     // With a fitted model every status change also carries P(alive), expected visits
     // and CLV, and the P(alive) rules add timers: the budget for that is 20%.
-    let mut scored = Policy::default();
-    scored.model = Some(churnwatch::fit::ModelParams {
-        model: churnwatch::clv::VisitModel::MbgNbd,
-        time_unit_days: 7.0,
-        visit: churnwatch::clv::BgParams { r: 0.9, alpha: 12.0, a: 0.4, b: 2.5 },
-        spend: Some(churnwatch::clv::GgParams { p: 6.0, q: 4.0, v: 300.0 }),
-        calibration_end: "2024-01-01T00:00:00Z".into(),
-        customers: 1,
-        log_likelihood: 0.0,
-    });
+    let mut scored = Policy {
+        model: Some(churnwatch::fit::ModelParams {
+            model: churnwatch::clv::VisitModel::MbgNbd,
+            time_unit_days: 7.0,
+            visit: churnwatch::clv::BgParams {
+                r: 0.9,
+                alpha: 12.0,
+                a: 0.4,
+                b: 2.5,
+            },
+            spend: Some(churnwatch::clv::GgParams {
+                p: 6.0,
+                q: 4.0,
+                v: 300.0,
+            }),
+            calibration_end: "2024-01-01T00:00:00Z".into(),
+            customers: 1,
+            log_likelihood: 0.0,
+        }),
+        ..Policy::default()
+    };
     scored.prediction.p_alive_prevent_below = 0.3;
     for customers in [1_000u32, 10_000] {
         let inputs: Vec<Input> = stream(customers)
@@ -69,7 +80,10 @@ fn bench_engine(c: &mut Criterion) {
             .map(|l| decode_json_line(l).unwrap().input)
             .collect();
         g.throughput(Throughput::Elements(inputs.len() as u64));
-        for (name, policy) in [("process", Policy::default()), ("process_scored", scored.clone())] {
+        for (name, policy) in [
+            ("process", Policy::default()),
+            ("process_scored", scored.clone()),
+        ] {
             g.bench_with_input(BenchmarkId::new(name, customers), &inputs, |b, inputs| {
                 b.iter(|| {
                     let mut e = Engine::new(policy.clone());
@@ -108,5 +122,42 @@ fn bench_assess(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_decode, bench_engine, bench_assess);
+fn bench_scoring(c: &mut Criterion) {
+    use churnwatch::clv::{self, BgParams, GgParams, Rfm, VisitModel};
+    let bg = BgParams {
+        r: 0.9,
+        alpha: 12.0,
+        a: 0.4,
+        b: 2.5,
+    };
+    let gg = GgParams {
+        p: 6.0,
+        q: 4.0,
+        v: 300.0,
+    };
+    let rfm = Rfm {
+        x: 6.0,
+        t_x: 120.0,
+        t: 200.0,
+    };
+    for m in [VisitModel::BgNbd, VisitModel::MbgNbd] {
+        c.bench_function(&format!("p_alive/{m:?}"), |b| {
+            b.iter(|| black_box(clv::p_alive(m, &bg, black_box(rfm))))
+        });
+        c.bench_function(&format!("expected_visits_52w/{m:?}"), |b| {
+            b.iter(|| black_box(clv::expected_visits(m, &bg, black_box(rfm), 52.0)))
+        });
+        c.bench_function(&format!("clv_36m/{m:?}"), |b| {
+            b.iter(|| black_box(clv::clv(m, &bg, &gg, black_box(rfm), 800.0, 36, 0.01, 7.0)))
+        });
+    }
+}
+
+criterion_group!(
+    benches,
+    bench_decode,
+    bench_engine,
+    bench_assess,
+    bench_scoring
+);
 criterion_main!(benches);

@@ -1213,7 +1213,10 @@ pub fn status_change_to_value(c: &StatusChange) -> AvroValue {
             AvroValue::Array(c.recommended_actions.iter().map(|a| s(a)).collect()),
         ),
         ("p_alive".into(), opt_double(c.p_alive)),
-        ("expected_visits_12m".into(), opt_double(c.expected_visits_12m)),
+        (
+            "expected_visits_12m".into(),
+            opt_double(c.expected_visits_12m),
+        ),
         ("clv".into(), opt_double(c.clv)),
     ])
 }
@@ -2448,11 +2451,15 @@ mod tests {
         let mut no_arrays = change(0);
         no_arrays.reasons.clear();
         no_arrays.recommended_actions.clear();
+        no_arrays.p_alive = None;
+        no_arrays.expected_visits_12m = None;
+        no_arrays.clv = None;
         let mut bytes =
             apache_avro::to_avro_datum(status_change_schema(), status_change_to_value(&no_arrays))
                 .unwrap();
-        assert_eq!(bytes[bytes.len() - 2..], [0, 0]);
-        bytes.truncate(bytes.len() - 2);
+        // Two empty arrays, then three null unions.
+        assert_eq!(bytes[bytes.len() - 5..], [0, 0, 0, 0, 0]);
+        bytes.truncate(bytes.len() - 5);
         put_long(&mut bytes, i64::MAX / 2);
         bytes.extend_from_slice(&[2, b'a', 2, b'b']);
         let e = decode_value(&bytes, status_change_schema()).unwrap_err();

@@ -128,7 +128,7 @@ pub struct Pattern {
 }
 
 /// Result of a maximum-likelihood fit.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Fit<P> {
     /// The maximum-likelihood estimate.
     pub params: P,
@@ -2127,47 +2127,6 @@ mod tests {
             &[p.p, p.q, p.v],
             &[truth.p, truth.q, truth.v],
             &fit.std_errors,
-        );
-    }
-
-    /// Release-mode timing of a fit on 100,000 distinct patterns (continuous times):
-    /// `cargo test --release --lib clv_fit_100k_patterns_timing -- --ignored --nocapture`.
-    #[test]
-    #[ignore]
-    fn clv_fit_100k_patterns_timing() {
-        let truth = BgParams {
-            r: 1.2,
-            alpha: 100.0,
-            a: 0.6,
-            b: 2.4,
-        };
-        for m in MODELS {
-            let patterns = collapse(simulate(m, &truth, 140_000, 99));
-            let start = std::time::Instant::now();
-            let fit = fit_visit_model(m, &patterns).unwrap();
-            eprintln!(
-                "{m:?}: {} patterns fitted in {:?}: {fit:?}",
-                patterns.len(),
-                start.elapsed()
-            );
-            assert!(fit.converged);
-        }
-        let mut rng = ChaCha8Rng::seed_from_u64(5);
-        let gg: Vec<(f64, f64, f64)> = (0..100_000)
-            .map(|_| {
-                let x = rng.gen_range(1..=30) as f64;
-                let nu = gamma_sample(&mut rng, 4.0, 15.0);
-                let total: f64 = (0..x as usize)
-                    .map(|_| gamma_sample(&mut rng, 6.0, nu))
-                    .sum();
-                (x, total / x, 1.0)
-            })
-            .collect();
-        let start = std::time::Instant::now();
-        let fit = fit_gamma_gamma(&gg).unwrap();
-        eprintln!(
-            "gamma-gamma: 100000 customers fitted in {:?}: {fit:?}",
-            start.elapsed()
         );
     }
 

@@ -86,7 +86,8 @@ impl ModelParams {
         let ok = [v.r, v.alpha, v.a, v.b, p.time_unit_days]
             .iter()
             .all(|x| x.is_finite() && *x > 0.0)
-            && p.spend.is_none_or(|g| [g.p, g.q, g.v].iter().all(|x| x.is_finite() && *x > 0.0));
+            && p.spend
+                .is_none_or(|g| [g.p, g.q, g.v].iter().all(|x| x.is_finite() && *x > 0.0));
         if !ok {
             return Err(FitError::Params {
                 path: path.to_path_buf(),
@@ -159,7 +160,12 @@ pub struct ReadStats {
 type Histories = HashMap<String, History>;
 
 /// Reads the lines that start in `[start, end)` of a file.
-fn read_range(path: &Path, start: u64, end: u64, until: Ts) -> std::io::Result<(Histories, ReadStats)> {
+fn read_range(
+    path: &Path,
+    start: u64,
+    end: u64,
+    until: Ts,
+) -> std::io::Result<(Histories, ReadStats)> {
     let mut f = std::fs::File::open(path)?;
     let from = start.saturating_sub(1);
     f.seek(SeekFrom::Start(from))?;
@@ -206,7 +212,10 @@ fn read_line(line: &[u8], until: Ts, map: &mut Histories, stats: &mut ReadStats)
         return;
     }
     let value = if is_ro {
-        match r.total_amount.or_else(|| Some(r.labor_amount? + r.parts_amount?)) {
+        match r
+            .total_amount
+            .or_else(|| Some(r.labor_amount? + r.parts_amount?))
+        {
             Some(v) if v >= 0.0 && v.is_finite() => Some(v),
             _ => {
                 stats.skipped += 1;
@@ -265,7 +274,9 @@ fn merge(into: &mut Histories, from: Histories) {
 
 /// Reads visit histories up to `until` from JSON-lines files, on every core.
 fn read_histories(inputs: &[PathBuf], until: Ts) -> Result<(Histories, ReadStats), FitError> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8);
     let mut all: Histories = HashMap::new();
     let mut stats = ReadStats::default();
     for path in inputs {
@@ -276,7 +287,9 @@ fn read_histories(inputs: &[PathBuf], until: Ts) -> Result<(Histories, ReadStats
                 source,
             }
         };
-        let len = std::fs::metadata(path).map_err(io("cannot read input"))?.len();
+        let len = std::fs::metadata(path)
+            .map_err(io("cannot read input"))?
+            .len();
         let parts: Vec<std::io::Result<(Histories, ReadStats)>> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..threads as u64)
                 .map(|k| {
@@ -284,9 +297,15 @@ fn read_histories(inputs: &[PathBuf], until: Ts) -> Result<(Histories, ReadStats
                     s.spawn(move || read_range(path, start, end, until))
                 })
                 .collect();
-            handles.into_iter().map(|h| h.join().expect("reader thread")).collect()
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("reader thread"))
+                .collect()
         });
-        let parts = parts.into_iter().collect::<std::io::Result<Vec<_>>>().map_err(io("cannot read input"))?;
+        let parts = parts
+            .into_iter()
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(io("cannot read input"))?;
         for (m, st) in parts {
             stats.lines += st.lines;
             stats.visits += st.visits;
@@ -357,10 +376,14 @@ pub struct FitReport {
 /// Reads the inputs, fits both models and checks them on the holdout.
 pub fn fit(opts: &FitOptions) -> Result<FitReport, FitError> {
     if opts.inputs.is_empty() {
-        return Err(FitError::Invalid("no input files given; pass --input FILE".into()));
+        return Err(FitError::Invalid(
+            "no input files given; pass --input FILE".into(),
+        ));
     }
-    if !(opts.time_unit_days > 0.0) {
-        return Err(FitError::Invalid("the time unit must be a positive number of days".into()));
+    if opts.time_unit_days.is_nan() || opts.time_unit_days <= 0.0 {
+        return Err(FitError::Invalid(
+            "the time unit must be a positive number of days".into(),
+        ));
     }
     if let Some(h) = opts.holdout_end {
         if h <= opts.calibration_end {
@@ -396,7 +419,12 @@ pub fn fit(opts: &FitOptions) -> Result<FitReport, FitError> {
         rfms.push(rfm);
         let after = h.days.len() - cal.len();
         holdout_pairs.push((rfm, after));
-        let values: Vec<f64> = h.values.iter().filter(|(d, _)| *d <= cal_day).map(|(_, v)| *v).collect();
+        let values: Vec<f64> = h
+            .values
+            .iter()
+            .filter(|(d, _)| *d <= cal_day)
+            .map(|(_, v)| *v)
+            .collect();
         if rfm.x > 0.0 && !values.is_empty() {
             spend.push((rfm.x, values.iter().sum::<f64>() / values.len() as f64, 1.0));
         }
@@ -404,12 +432,17 @@ pub fn fit(opts: &FitOptions) -> Result<FitReport, FitError> {
     let customers = rfms.len() as u64;
     let patterns = clv::collapse(rfms);
     let fit_started = std::time::Instant::now();
-    let visit = clv::fit_visit_model(opts.model, &patterns)
-        .map_err(|source| FitError::Estimate { what: "visit model", source })?;
+    let visit =
+        clv::fit_visit_model(opts.model, &patterns).map_err(|source| FitError::Estimate {
+            what: "visit model",
+            source,
+        })?;
     let spend_fit = if spend.len() >= 10 {
         Some(
-            clv::fit_gamma_gamma(&spend)
-                .map_err(|source| FitError::Estimate { what: "spend model (Gamma-Gamma)", source })?,
+            clv::fit_gamma_gamma(&spend).map_err(|source| FitError::Estimate {
+                what: "spend model (Gamma-Gamma)",
+                source,
+            })?,
         )
     } else {
         None
@@ -483,7 +516,8 @@ mod tests {
             let mut lines = 0;
             let mut visits = 0;
             for k in 0..parts {
-                let (_, st) = read_range(&path, len * k / parts, len * (k + 1) / parts, until).unwrap();
+                let (_, st) =
+                    read_range(&path, len * k / parts, len * (k + 1) / parts, until).unwrap();
                 lines += st.lines;
                 visits += st.visits;
             }
@@ -491,7 +525,10 @@ mod tests {
         }
         // Cuts just before, at and just after every line start.
         let starts = text.match_indices('\n').map(|(i, _)| i as u64 + 1);
-        for cut in starts.flat_map(|s| [s - 1, s, s + 1]).filter(|c| *c > 0 && *c < len) {
+        for cut in starts
+            .flat_map(|s| [s - 1, s, s + 1])
+            .filter(|c| *c > 0 && *c < len)
+        {
             let (_, a) = read_range(&path, 0, cut, until).unwrap();
             let (_, b) = read_range(&path, cut, len, until).unwrap();
             assert_eq!(a.lines + b.lines, 200, "cut at {cut}");

@@ -521,8 +521,12 @@ impl CustomerState {
     pub fn tier(&self, policy: &Policy) -> Tier {
         let x = &policy.prediction;
         if x.tier_by_clv {
-            if let (Some(last), true) = (self.last_visit, policy.model.as_ref().is_some_and(|m| m.spend.is_some())) {
-                let value = self.lifetime_spend_cents as f64 / 100.0 + self.clv(last, policy).unwrap_or(0.0);
+            if let (Some(last), true) = (
+                self.last_visit,
+                policy.model.as_ref().is_some_and(|m| m.spend.is_some()),
+            ) {
+                let value = self.lifetime_spend_cents as f64 / 100.0
+                    + self.clv(last, policy).unwrap_or(0.0);
                 return if value >= x.diamond_value {
                     Tier::Diamond
                 } else if value >= x.gold_value {
@@ -788,7 +792,9 @@ impl CustomerState {
                 if let Some(before) = self.p_alive_at_change {
                     if before - pa >= x.p_alive_drop_prevent {
                         reasons.add("p_alive_dropped", || {
-                            format!("P(alive) fell from {before:.2} to {pa:.2} since the last change")
+                            format!(
+                                "P(alive) fell from {before:.2} to {pa:.2} since the last change"
+                            )
                         });
                     }
                 }
@@ -938,7 +944,10 @@ impl CustomerState {
         if policy.model.is_some() {
             let x = &policy.prediction;
             let mut thresholds = vec![x.p_alive_prevent_below, x.p_alive_retain_below];
-            if let Some(before) = self.p_alive_at_change.filter(|_| x.p_alive_drop_prevent > 0.0) {
+            if let Some(before) = self
+                .p_alive_at_change
+                .filter(|_| x.p_alive_drop_prevent > 0.0)
+            {
                 thresholds.push(before - x.p_alive_drop_prevent);
             }
             for th in thresholds {

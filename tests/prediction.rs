@@ -19,8 +19,17 @@ fn model() -> ModelParams {
     ModelParams {
         model: VisitModel::MbgNbd,
         time_unit_days: 7.0,
-        visit: BgParams { r: 0.9, alpha: 12.0, a: 0.4, b: 2.5 },
-        spend: Some(GgParams { p: 6.0, q: 4.0, v: 300.0 }),
+        visit: BgParams {
+            r: 0.9,
+            alpha: 12.0,
+            a: 0.4,
+            b: 2.5,
+        },
+        spend: Some(GgParams {
+            p: 6.0,
+            q: 4.0,
+            v: 300.0,
+        }),
         calibration_end: "2024-01-01T00:00:00Z".into(),
         customers: 1000,
         log_likelihood: -1.0,
@@ -32,37 +41,67 @@ fn fit_then_replay_with_the_model() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let out = bin()
-        .args(["generate", "--customers", "3000", "--years", "4", "--seed", "11", "--out"])
+        .args([
+            "generate",
+            "--customers",
+            "3000",
+            "--years",
+            "4",
+            "--seed",
+            "11",
+            "--out",
+        ])
         .arg(d.join("h"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let events = d.join("h/events.jsonl");
     let out = bin()
         .args(["fit", "--input"])
         .arg(&events)
-        .args(["--calibration-end", "2023-06-30", "--holdout-end", "2024-12-31", "--out"])
+        .args([
+            "--calibration-end",
+            "2023-06-30",
+            "--holdout-end",
+            "2024-12-31",
+            "--out",
+        ])
         .arg(d.join("model.toml"))
         .arg("--report-json")
         .arg(d.join("fit.json"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("holdout check") && stdout.contains("s.e."), "{stdout}");
+    assert!(
+        stdout.contains("holdout check") && stdout.contains("s.e."),
+        "{stdout}"
+    );
     let params = ModelParams::load(&d.join("model.toml")).unwrap();
     assert_eq!(params.model, VisitModel::MbgNbd);
     assert!(params.spend.is_some());
     // The holdout check: predicted and actual visits agree in total within 35%
     // (the generator is not a BG/NBD process, so this is a sanity bound).
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("fit.json")).unwrap()).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("fit.json")).unwrap()).unwrap();
     let (mut p, mut a) = (0.0, 0.0);
     for row in report["holdout"].as_array().unwrap() {
         let n = row["customers"].as_f64().unwrap();
         p += n * row["predicted"].as_f64().unwrap();
         a += n * row["actual"].as_f64().unwrap();
     }
-    assert!(a > 0.0 && (p / a - 1.0).abs() < 0.35, "predicted {p:.0} vs actual {a:.0}");
+    assert!(
+        a > 0.0 && (p / a - 1.0).abs() < 0.35,
+        "predicted {p:.0} vs actual {a:.0}"
+    );
 
     let out = bin()
         .args(["replay", "--input"])
@@ -75,7 +114,11 @@ fn fit_then_replay_with_the_model() {
         .arg(d.join("model.toml"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = std::fs::read_to_string(d.join("changes.jsonl")).unwrap();
     let mut n = 0;
     for line in text.lines() {
@@ -91,7 +134,11 @@ fn fit_then_replay_with_the_model() {
     let out = bin()
         .args(["inspect", "--store"])
         .arg(d.join("s"))
-        .args(["--customer", first["customer_id"].as_str().unwrap(), "--model"])
+        .args([
+            "--customer",
+            first["customer_id"].as_str().unwrap(),
+            "--model",
+        ])
         .arg(d.join("model.toml"))
         .output()
         .unwrap();
@@ -109,15 +156,26 @@ fn p_alive_threshold_fires_exactly_when_crossed() {
     policy.model = Some(model());
     let mut e = Engine::new(policy.clone());
     let mut out = Vec::new();
-    for (i, day) in ["2023-01-02", "2023-02-01", "2023-03-03", "2023-04-02"].iter().enumerate() {
+    for (i, day) in ["2023-01-02", "2023-02-01", "2023-03-03", "2023-04-02"]
+        .iter()
+        .enumerate()
+    {
         let line = format!(
             r#"{{"type":"visit","event_id":"v{i}","event_time":"{day}T10:00:00Z","dealer_id":"D","customer_id":"C","visit_type":"service"}}"#
         );
-        e.process(decode_json_line(&line).unwrap().input, &NoSource, &mut out).unwrap();
+        e.process(decode_json_line(&line).unwrap().input, &NoSource, &mut out)
+            .unwrap();
     }
-    e.process(churnwatch::event::Input::Tick(Ts::ymd_hms(2023, 10, 1, 0, 0, 0)), &NoSource, &mut out)
-        .unwrap();
-    let c = out.iter().find(|c| c.level == Level::Prevent).expect("a P(alive) warning");
+    e.process(
+        churnwatch::event::Input::Tick(Ts::ymd_hms(2023, 10, 1, 0, 0, 0)),
+        &NoSource,
+        &mut out,
+    )
+    .unwrap();
+    let c = out
+        .iter()
+        .find(|c| c.level == Level::Prevent)
+        .expect("a P(alive) warning");
     assert!(c.reasons.iter().any(|r| r.code == "p_alive_low"), "{c:?}");
     let at = Ts::parse_rfc3339(&c.event_time).unwrap();
     let s = e.cached("C").unwrap();
@@ -133,8 +191,14 @@ fn without_a_model_predictions_are_null() {
     let mut e = Engine::new(Policy::default());
     let mut out = Vec::new();
     let line = r#"{"type":"visit","event_id":"v","event_time":"2023-01-02T10:00:00Z","dealer_id":"D","customer_id":"C","visit_type":"service"}"#;
-    e.process(decode_json_line(line).unwrap().input, &NoSource, &mut out).unwrap();
-    e.process(churnwatch::event::Input::Tick(Ts::ymd_hms(2024, 1, 1, 0, 0, 0)), &NoSource, &mut out).unwrap();
+    e.process(decode_json_line(line).unwrap().input, &NoSource, &mut out)
+        .unwrap();
+    e.process(
+        churnwatch::event::Input::Tick(Ts::ymd_hms(2024, 1, 1, 0, 0, 0)),
+        &NoSource,
+        &mut out,
+    )
+    .unwrap();
     assert!(!out.is_empty());
     assert!(out.iter().all(|c| c.p_alive.is_none() && c.clv.is_none()));
 }
