@@ -879,11 +879,17 @@ pub fn expected_visits(model: VisitModel, p: &BgParams, rfm: Rfm, horizon: f64) 
     if alive == 0.0 {
         return 0.0;
     }
+    expected_visits_if_alive(model, p, rfm, horizon) * alive
+}
+
+/// [`expected_visits`] divided by P(alive) (for callers that evaluate many horizons
+/// for one customer and compute P(alive) once). `horizon > 0`.
+fn expected_visits_if_alive(model: VisitModel, p: &BgParams, rfm: Rfm, horizon: f64) -> f64 {
     let aa = p.r + rfm.x;
     let bb = p.a - 1.0;
     let d = p.alpha + rfm.t;
     let c = visit_c(model, p, rfm.x);
-    let core = if c.abs() < 1.0e-9 {
+    if c.abs() < 1.0e-9 {
         // a + b + x - 1 = 0: removable singularity; average two neighbours.
         let delta = 1.0e-6 * p.b.min(1.0);
         let c1 = c + delta;
@@ -891,8 +897,7 @@ pub fn expected_visits(model: VisitModel, p: &BgParams, rfm: Rfm, horizon: f64) 
         0.5 * (alive_visits(aa, bb, c1, horizon, d) + alive_visits(aa, bb, c2, horizon, d))
     } else {
         alive_visits(aa, bb, c, horizon, d)
-    };
-    core * alive
+    }
 }
 
 /// Expected number of repeat visits in `(0, t]` of a newly acquired customer
@@ -941,11 +946,21 @@ pub fn clv(
 ) -> f64 {
     let spend = gg_expected_spend(gg, rfm.x, mean_value);
     let step = 30.0 / days_per_unit;
+    // P(alive) is the same for every horizon: compute it once.
+    let alive = p_alive(model, bg, rfm);
+    if alive == 0.0 || step.is_nan() {
+        return if step.is_nan() { f64::NAN } else { 0.0 };
+    }
     let mut prev = 0.0;
     let mut total = 0.0;
     let mut discount = 1.0;
     for i in 1..=horizon_months {
-        let e = expected_visits(model, bg, rfm, step * f64::from(i));
+        let h = step * f64::from(i);
+        let e = if h > 0.0 {
+            expected_visits_if_alive(model, bg, rfm, h) * alive
+        } else {
+            0.0
+        };
         discount /= 1.0 + monthly_discount;
         total += spend * (e - prev) * discount;
         prev = e;
