@@ -53,7 +53,7 @@ fn bench_engine(c: &mut Criterion) {
     // With a fitted model every status change also carries P(alive), expected visits
     // and CLV (`process_scored`); the P(alive) rules add their own timers and warnings
     // (`process_p_alive_rules`), a different workload.
-    let mut scored = Policy {
+    let scored = Policy {
         model: Some(churnwatch::fit::ModelParams {
             model: churnwatch::clv::VisitModel::MbgNbd,
             time_unit_days: 7.0,
