@@ -271,66 +271,24 @@ impl Engine {
         }
     }
 
-    fn entry<S: CustomerSource>(&mut self, e: &Event, src: &S) -> Result<&mut Entry, S::Error> {
-        if !self.cache.contains_key(&e.customer_id) {
-            let loaded = src.load(&e.customer_id)?;
-            let entry = match loaded {
-                Some(state) => Entry {
-                    persisted_deadline: state.next_deadline,
-                    state,
-                    dirty: false,
-                },
-                None => {
-                    self.counters.customers += 1;
-                    Entry {
-                        state: CustomerState::new(&e.customer_id, &e.dealer_id),
-                        dirty: true,
-                        persisted_deadline: None,
-                    }
-                }
-            };
-            self.cache.insert(e.customer_id.clone(), entry);
-        }
-        Ok(self.cache.get_mut(&e.customer_id).expect("inserted"))
-    }
-
     fn on_event<S: CustomerSource>(
         &mut self,
         e: Event,
         src: &S,
         out: &mut Vec<StatusChange>,
     ) -> Result<(), S::Error> {
-        let policy = self.policy.clone();
-        let entry = self.entry(&e, src)?;
-        if !entry.state.apply(&e, &policy) {
+        let entry = entry(&mut self.cache, &mut self.counters, &e, src)?;
+        if !entry.state.apply(&e, &self.policy) {
             self.counters.duplicates += 1;
             return Ok(());
         }
         entry.dirty = true;
         let extra = if e.is_visit() {
-            Some(Reason {
-                code: "visited".into(),
-                text: format!(
-                    "{} on {}",
-                    if e.type_name() == "repair_order" {
-                        "repair order"
-                    } else {
-                        "visit"
-                    },
-                    e.event_time.to_date_string()
-                ),
-            })
+            Extra::Visited(&e)
         } else {
-            None
+            Extra::None
         };
-        self.evaluate(
-            &e.customer_id,
-            e.event_time,
-            Trigger::Event,
-            false,
-            extra,
-            out,
-        );
+        self.evaluate(&e.customer_id, e.event_time, Trigger::Event, extra, out);
         Ok(())
     }
 
@@ -341,23 +299,13 @@ impl Engine {
         out: &mut Vec<StatusChange>,
     ) -> Result<(), S::Error> {
         let w = self.watermark.expect("late implies a watermark");
-        let policy = self.policy.clone();
-        let entry = self.entry(&e, src)?;
-        if !entry.state.apply(&e, &policy) {
+        let entry = entry(&mut self.cache, &mut self.counters, &e, src)?;
+        if !entry.state.apply(&e, &self.policy) {
             self.counters.duplicates += 1;
             return Ok(());
         }
         entry.dirty = true;
-        let extra = Reason {
-            code: "late_event".into(),
-            text: format!(
-                "{} of {} arrived after stream time {}; status recomputed",
-                e.type_name(),
-                e.event_time.to_rfc3339(),
-                w.to_rfc3339()
-            ),
-        };
-        self.evaluate(&e.customer_id, w, Trigger::Event, true, Some(extra), out);
+        self.evaluate(&e.customer_id, w, Trigger::Event, Extra::Late(&e, w), out);
         Ok(())
     }
 
@@ -391,7 +339,7 @@ impl Engine {
         entry.state.next_deadline = None;
         entry.dirty = true;
         self.counters.timers_fired += 1;
-        self.evaluate(customer, at, Trigger::Timer, false, None, out);
+        self.evaluate(customer, at, Trigger::Timer, Extra::None, out);
         Ok(())
     }
 
@@ -402,10 +350,10 @@ impl Engine {
         customer: &str,
         t: Ts,
         trigger: Trigger,
-        correction: bool,
-        extra: Option<Reason>,
+        extra: Extra<'_>,
         out: &mut Vec<StatusChange>,
     ) {
+        let correction = matches!(extra, Extra::Late(..));
         let dwell = self.policy.dwell_ms();
         let entry = self
             .cache
@@ -438,7 +386,7 @@ impl Engine {
                         tier: a.status.tier,
                     });
                     let mut reasons = a.reasons.clone();
-                    if let Some(x) = extra {
+                    if let Some(x) = extra.reason() {
                         reasons.push(x);
                     }
                     let last = state.last_visit.expect("assessed implies a visit");
@@ -539,6 +487,73 @@ impl Engine {
     pub fn assess_cached(&self, customer_id: &str) -> Option<crate::state::Assessment> {
         let s = self.cached(customer_id)?;
         s.assess(self.watermark?, &self.policy)
+    }
+}
+
+/// The customer's cached entry, loaded from the source or created on first sight.
+fn entry<'a, S: CustomerSource>(
+    cache: &'a mut HashMap<String, Entry>,
+    counters: &mut Counters,
+    e: &Event,
+    src: &S,
+) -> Result<&'a mut Entry, S::Error> {
+    if !cache.contains_key(&e.customer_id) {
+        let entry = match src.load(&e.customer_id)? {
+            Some(state) => Entry {
+                persisted_deadline: state.next_deadline,
+                state,
+                dirty: false,
+            },
+            None => {
+                counters.customers += 1;
+                Entry {
+                    state: CustomerState::new(&e.customer_id, &e.dealer_id),
+                    dirty: true,
+                    persisted_deadline: None,
+                }
+            }
+        };
+        cache.insert(e.customer_id.clone(), entry);
+    }
+    Ok(cache.get_mut(&e.customer_id).expect("inserted"))
+}
+
+/// What caused an evaluation besides the state itself; its reason text is only built
+/// when a change is emitted.
+enum Extra<'a> {
+    None,
+    /// A visit or repair order.
+    Visited(&'a Event),
+    /// A late event, applied at this stream time.
+    Late(&'a Event, Ts),
+}
+
+impl Extra<'_> {
+    fn reason(&self) -> Option<Reason> {
+        match self {
+            Extra::None => None,
+            Extra::Visited(e) => Some(Reason {
+                code: "visited".into(),
+                text: format!(
+                    "{} on {}",
+                    if e.type_name() == "repair_order" {
+                        "repair order"
+                    } else {
+                        "visit"
+                    },
+                    e.event_time.to_date_string()
+                ),
+            }),
+            Extra::Late(e, w) => Some(Reason {
+                code: "late_event".into(),
+                text: format!(
+                    "{} of {} arrived after stream time {}; status recomputed",
+                    e.type_name(),
+                    e.event_time.to_rfc3339(),
+                    w.to_rfc3339()
+                ),
+            }),
+        }
     }
 }
 
