@@ -411,7 +411,12 @@ impl Engine {
                         expected_visits_12m: pred.map(|p| p.expected_visits_12m),
                         clv: pred.and_then(|p| p.clv),
                     });
-                    state.p_alive_at_change = pred.map(|p| p.p_alive);
+                    if a.status.level == Level::Normal {
+                        // The P(alive)-drop rule measures from the last time the
+                        // customer was fine; moving the reference on every change would
+                        // make the rule switch itself off and flap.
+                        state.p_alive_at_change = pred.map(|p| p.p_alive);
+                    }
                     if let Some(p) = prev {
                         self.counters.count_status(&p, -1);
                     }

@@ -142,8 +142,9 @@ pub struct PredictionPolicy {
     /// A customer whose P(alive) falls below this is raised to at least `retain`.
     /// Default 0 (off).
     pub p_alive_retain_below: f64,
-    /// An active customer whose P(alive) dropped by at least this much since their last
-    /// status change is raised to `prevent`. Default 0 (off).
+    /// An active customer whose P(alive) dropped by at least this much since they were
+    /// last `normal` (first sight or their last change to normal) is raised to
+    /// `prevent`. Default 0 (off).
     pub p_alive_drop_prevent: f64,
     /// Horizon of the predicted customer lifetime value, in months. Default 36.
     pub clv_horizon_months: u32,

@@ -147,7 +147,8 @@ pub struct CustomerState {
     pub last_change: Option<Ts>,
     /// When this customer's status can next change without an event (its timer).
     pub next_deadline: Option<Ts>,
-    /// P(alive) at the last published change (for the P(alive)-drop rule).
+    /// P(alive) when the customer was last found `normal` (first sight or a change to
+    /// normal): the reference of the P(alive)-drop rule.
     pub p_alive_at_change: Option<f64>,
 }
 

@@ -187,6 +187,46 @@ fn p_alive_threshold_fires_exactly_when_crossed() {
 }
 
 #[test]
+fn p_alive_drop_warns_once_and_does_not_flap() {
+    let mut policy = Policy::default();
+    policy.prevent.factory_warranty_months = 0;
+    policy.prevent.cadence_factor = 100.0;
+    policy.prediction.p_alive_drop_prevent = 0.2;
+    policy.model = Some(model());
+    let mut e = Engine::new(policy);
+    let mut out = Vec::new();
+    for (i, day) in ["2023-01-02", "2023-02-01", "2023-03-03", "2023-04-02"]
+        .iter()
+        .enumerate()
+    {
+        let line = format!(
+            r#"{{"type":"visit","event_id":"v{i}","event_time":"{day}T10:00:00Z","dealer_id":"D","customer_id":"C","visit_type":"service"}}"#
+        );
+        e.process(decode_json_line(&line).unwrap().input, &NoSource, &mut out)
+            .unwrap();
+    }
+    let tick = |e: &mut Engine, out: &mut Vec<_>, d: u32| {
+        e.process(
+            churnwatch::event::Input::Tick(Ts::ymd_hms(2023, 9, d, 0, 0, 0)),
+            &NoSource,
+            out,
+        )
+        .unwrap();
+    };
+    tick(&mut e, &mut out, 15);
+    let levels: Vec<Level> = out.iter().map(|c| c.level).collect();
+    assert_eq!(levels, vec![Level::Prevent], "{out:#?}");
+    assert!(out[0].reasons.iter().any(|r| r.code == "p_alive_dropped"));
+    // A contract event (not a visit) makes the engine look at the customer again: the
+    // drop is still there, so the warning must stay.
+    let line = r#"{"type":"contract","event_id":"k","event_time":"2023-09-20T10:00:00Z","dealer_id":"D","customer_id":"C","contract_id":"INS-1","contract_type":"insurance","action":"renewed","start_date":"2023-09-20","end_date":"2024-09-20"}"#;
+    e.process(decode_json_line(line).unwrap().input, &NoSource, &mut out)
+        .unwrap();
+    tick(&mut e, &mut out, 30);
+    assert_eq!(out.len(), 1, "{out:#?}");
+}
+
+#[test]
 fn without_a_model_predictions_are_null() {
     let mut e = Engine::new(Policy::default());
     let mut out = Vec::new();
