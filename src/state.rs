@@ -794,7 +794,7 @@ impl CustomerState {
                     if before - pa >= x.p_alive_drop_prevent {
                         reasons.add("p_alive_dropped", || {
                             format!(
-                                "P(alive) fell from {before:.2} to {pa:.2} since the last change"
+                                "P(alive) fell from {before:.2} to {pa:.2} since the customer was last normal"
                             )
                         });
                     }
