@@ -429,6 +429,12 @@ pub fn fit(opts: &FitOptions) -> Result<FitReport, FitError> {
             spend.push((rfm.x, values.iter().sum::<f64>() / values.len() as f64, 1.0));
         }
     }
+    if rfms.is_empty() {
+        return Err(FitError::Invalid(format!(
+            "no visit on or before --calibration-end {} in the input; pick a later calibration end",
+            opts.calibration_end.to_date_string()
+        )));
+    }
     let customers = rfms.len() as u64;
     let patterns = clv::collapse(rfms);
     let fit_started = std::time::Instant::now();

@@ -174,9 +174,25 @@ fn main() {
     let cli = Cli::parse();
     init_tracing(&cli.log);
     if let Err(e) = run(cli) {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", render(&e));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes, skipping a cause whose text the message already holds
+/// (the library's errors name their cause in their own message).
+fn render(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let m = c.to_string();
+        if !out.contains(&m) {
+            out.push_str(": ");
+            out.push_str(&m);
+        }
+        cause = c.source();
+    }
+    out
 }
 
 fn init_tracing(filter: &str) {

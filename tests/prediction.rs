@@ -242,3 +242,33 @@ fn without_a_model_predictions_are_null() {
     assert!(!out.is_empty());
     assert!(out.iter().all(|c| c.p_alive.is_none() && c.clv.is_none()));
 }
+
+#[test]
+fn fit_errors_say_what_to_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("e.jsonl");
+    std::fs::write(
+        &input,
+        r#"{"type":"visit","event_id":"v","event_time":"2023-01-02T10:00:00Z","dealer_id":"D","customer_id":"C","visit_type":"service"}"#,
+    )
+    .unwrap();
+    let opts = |cal: &str, hold: Option<&str>| churnwatch::fit::FitOptions {
+        inputs: vec![input.clone()],
+        calibration_end: Ts::parse_date(cal).unwrap(),
+        holdout_end: hold.map(|h| Ts::parse_date(h).unwrap()),
+        model: VisitModel::MbgNbd,
+        time_unit_days: 7.0,
+    };
+    let e = churnwatch::fit::fit(&opts("2020-01-01", None))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("pick a later calibration end"), "{e}");
+    let e = churnwatch::fit::fit(&opts("2024-01-01", Some("2023-01-01")))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("must be after --calibration-end"), "{e}");
+    let mut missing = opts("2024-01-01", None);
+    missing.inputs = vec![dir.path().join("nope.jsonl")];
+    let e = churnwatch::fit::fit(&missing).unwrap_err().to_string();
+    assert!(e.contains("nope.jsonl"), "{e}");
+}
