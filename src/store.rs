@@ -23,6 +23,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use thiserror::Error;
 
+/// How long [`SledStore::open`] waits for a lock held by a store closed a moment ago.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Version of the key layout and value encodings.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -201,17 +204,35 @@ fn corrupt(key: &[u8], reason: impl ToString) -> StoreError {
 
 impl SledStore {
     /// Opens (or creates) a store directory.
+    ///
+    /// sled releases its file lock from its own threads shortly after the last handle
+    /// is dropped, so a store closed a moment ago in this process can still be locked:
+    /// opening waits up to [`LOCK_WAIT`] for the lock before reporting that another
+    /// process holds it.
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(256 * 1024 * 1024)
-            .flush_every_ms(None)
-            .open()
-            .map_err(|source| StoreError::Open {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-        Store::with_kv(SledKv { db })
+        let started = std::time::Instant::now();
+        loop {
+            let opened = sled::Config::new()
+                .path(dir)
+                .cache_capacity(256 * 1024 * 1024)
+                .flush_every_ms(None)
+                .open();
+            match opened {
+                Ok(db) => return Store::with_kv(SledKv { db }),
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && started.elapsed() < LOCK_WAIT =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(source) => {
+                    return Err(StoreError::Open {
+                        path: dir.to_path_buf(),
+                        source,
+                    })
+                }
+            }
+        }
     }
 }
 
@@ -378,6 +399,21 @@ mod tests {
         let s = SledStore::open(dir.path()).unwrap();
         assert_eq!(s.load_timers().unwrap().len(), 1);
         assert!(s.size_on_disk() > 0);
+    }
+
+    #[test]
+    fn reopening_right_after_closing_works_and_a_held_lock_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        for _ in 0..20 {
+            let s = SledStore::open(dir.path()).unwrap();
+            s.commit(&dirty(), &[]).unwrap();
+        }
+        let held = SledStore::open(dir.path()).unwrap();
+        let started = std::time::Instant::now();
+        let e = SledStore::open(dir.path()).err().expect("locked by `held`");
+        assert!(started.elapsed() >= LOCK_WAIT);
+        assert!(e.to_string().contains("another churnwatch process"), "{e}");
+        drop(held);
     }
 
     #[test]
