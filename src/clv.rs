@@ -1379,6 +1379,38 @@ fn visit_ll_grad(model: VisitModel, d: &VisitData, p: &BgParams) -> (f64, [f64; 
 
 const MAX_ITER: u32 = 1000;
 
+/// Runs BFGS (in log-parameter space) from each start, given in natural parameters, and
+/// keeps the best optimum, preferring stationary points.
+fn best_of_starts<F, S>(objective: F, starts: &[S]) -> Result<BfgsOut, FitError>
+where
+    F: FnMut(&[f64], &mut [f64]) -> f64 + Copy,
+    S: AsRef<[f64]>,
+{
+    let mut best: Option<BfgsOut> = None;
+    for s in starts {
+        let th0: Vec<f64> = s.as_ref().iter().map(|v| v.ln()).collect();
+        if let Some(out) = bfgs(objective, &th0, MAX_ITER) {
+            let better = match &best {
+                None => true,
+                Some(b) => {
+                    (out.stationary && !b.stationary)
+                        || (out.stationary == b.stationary && out.f < b.f)
+                }
+            };
+            if better {
+                best = Some(out);
+            }
+        }
+    }
+    let best = best.ok_or(FitError::NonFinite)?;
+    if !best.stationary {
+        return Err(FitError::DidNotConverge {
+            iterations: best.iterations,
+        });
+    }
+    Ok(best)
+}
+
 /// Maximum-likelihood fit of a visit model to weighted patterns (see [`collapse`]).
 ///
 /// Optimises `(ln r, ln alpha, ln a, ln b)` by BFGS from three deterministic starts
@@ -1418,28 +1450,7 @@ pub fn fit_visit_model(model: VisitModel, data: &[Pattern]) -> Result<Fit<BgPara
         [0.3, 0.3, 0.7, 2.5],
         [3.0, 3.0, 2.0, 10.0],
     ];
-    let mut best: Option<BfgsOut> = None;
-    for s in &starts {
-        let th0 = [s[0].ln(), s[1].ln(), s[2].ln(), s[3].ln()];
-        if let Some(out) = bfgs(objective, &th0, MAX_ITER) {
-            let better = match &best {
-                None => true,
-                Some(b) => {
-                    (out.stationary && !b.stationary)
-                        || (out.stationary == b.stationary && out.f < b.f)
-                }
-            };
-            if better {
-                best = Some(out);
-            }
-        }
-    }
-    let best = best.ok_or(FitError::NonFinite)?;
-    if !best.stationary {
-        return Err(FitError::DidNotConverge {
-            iterations: best.iterations,
-        });
-    }
+    let best = best_of_starts(objective, &starts)?;
     let params = to_params(&best.theta);
     let (ll, _) = visit_ll_grad(model, &d, &params);
     if !ll.is_finite() {
@@ -1579,28 +1590,7 @@ pub fn fit_gamma_gamma(data: &[(f64, f64, f64)]) -> Result<Fit<GgParams>, FitErr
     };
     // Starts with population mean p v / (q - 1) equal to the observed mean.
     let starts: [[f64; 3]; 3] = [[2.0, 3.0, 1.0], [6.0, 4.0, 0.5], [1.0, 2.0, 1.0]];
-    let mut best: Option<BfgsOut> = None;
-    for s in &starts {
-        let th0 = [s[0].ln(), s[1].ln(), s[2].ln()];
-        if let Some(out) = bfgs(objective, &th0, MAX_ITER) {
-            let better = match &best {
-                None => true,
-                Some(b) => {
-                    (out.stationary && !b.stationary)
-                        || (out.stationary == b.stationary && out.f < b.f)
-                }
-            };
-            if better {
-                best = Some(out);
-            }
-        }
-    }
-    let best = best.ok_or(FitError::NonFinite)?;
-    if !best.stationary {
-        return Err(FitError::DidNotConverge {
-            iterations: best.iterations,
-        });
-    }
+    let best = best_of_starts(objective, &starts)?;
     let params = to_params(&best.theta);
     let (ll, _) = gg_ll_grad(&d, &params);
     if !ll.is_finite() {

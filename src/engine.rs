@@ -22,7 +22,7 @@ use crate::event::{Event, Input};
 use crate::policy::Policy;
 use crate::state::CustomerState;
 use crate::status::{
-    change_id, recommended_actions, Level, Lifecycle, Reason, Status, StatusChange, Tier, Trigger,
+    change_id, recommended_actions, Level, Lifecycle, Reason, Status, StatusChange, Trigger,
 };
 use crate::time::Ts;
 use serde::{Deserialize, Serialize};
@@ -70,7 +70,7 @@ pub struct Counters {
     pub customers_by_level: [u64; 4],
     /// Customers with a status, by lifecycle ([`Lifecycle::ALL`] order).
     pub customers_by_lifecycle: [u64; 4],
-    /// Customers with a status, by tier ([`Tier::ALL`] order).
+    /// Customers with a status, by tier ([`crate::status::Tier::ALL`] order).
     pub customers_by_tier: [u64; 3],
     /// Customers ever seen.
     pub customers: u64,
@@ -487,12 +487,6 @@ impl Engine {
             }
         });
     }
-
-    /// Current status of a customer with its reasons, assessed at stream time.
-    pub fn assess_cached(&self, customer_id: &str) -> Option<crate::state::Assessment> {
-        let s = self.cached(customer_id)?;
-        s.assess(self.watermark?, &self.policy)
-    }
 }
 
 /// The customer's cached entry, loaded from the source or created on first sight.
@@ -576,16 +570,6 @@ fn set_deadline(timers: &mut BTreeSet<(Ts, String)>, state: &mut CustomerState, 
         timers.insert((n, state.customer_id.clone()));
     }
     state.next_deadline = next;
-}
-
-/// Names for counters indexed by level / lifecycle / tier, for reports.
-pub fn level_names() -> [&'static str; 4] {
-    Level::ALL.map(Level::as_str)
-}
-
-/// Names of tiers in [`Counters::customers_by_tier`] order.
-pub fn tier_names() -> [&'static str; 3] {
-    Tier::ALL.map(Tier::as_str)
 }
 
 #[cfg(test)]
@@ -980,7 +964,7 @@ mod tests {
                 tick("2025-02-01T00:00:00Z"),
             ],
         );
-        assert!(out.iter().all(|c| c.tier == Tier::Diamond));
+        assert!(out.iter().all(|c| c.tier == crate::status::Tier::Diamond));
         assert_eq!(out.last().unwrap().cell, "CD");
         assert!(out
             .last()
