@@ -4,6 +4,7 @@ use anyhow::{bail, Context, Result};
 use churnwatch::generate::{self, GenConfig, GenProgress};
 use churnwatch::policy::Policy;
 use churnwatch::replay::{self, OutputFormat, ReplayOptions, ReplayProgress, ReplaySummary};
+use churnwatch::service::config::Config as ServiceConfig;
 use churnwatch::time::Ts;
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -67,8 +68,16 @@ enum Command {
         #[arg(long, env = "CHURNWATCH_MODEL")]
         model: Option<PathBuf>,
     },
-    /// Generate a small history in a temporary directory, replay it and show results.
+    /// Run the Kafka service: consume the input topics, keep per-partition state in
+    /// sled, publish status changes, serve /metrics, /healthz, /readyz, /customers/{id}.
+    Run(RunArgs),
+    /// Generate a small history in a temporary directory, replay it and show results
+    /// (with --kafka: through the live Kafka path on an in-process mock cluster).
     Demo {
+        /// Run the live path: produce the history to an in-process Kafka mock cluster,
+        /// run the service on it and read the status changes back.
+        #[arg(long)]
+        kafka: bool,
         /// Customers in the demo history.
         #[arg(long, default_value_t = 2_000)]
         customers: u64,
@@ -127,6 +136,30 @@ enum UnitArg {
 enum Format {
     Json,
     Avro,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Config file (TOML); see deploy/churnwatch.toml. CHURNWATCH__SECTION__KEY
+    /// environment variables override it, and --set flags override both.
+    #[arg(long, env = "CHURNWATCH_CONFIG")]
+    config: Option<PathBuf>,
+    /// Override one config key, e.g. `--set state.commit_interval_ms=500` or
+    /// `--set kafka.properties.sasl.mechanism=PLAIN` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Shorthand for `--set kafka.bootstrap_servers=...`.
+    #[arg(long)]
+    bootstrap_servers: Option<String>,
+    /// Shorthand for `--set state.dir=...`.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Shorthand for `--set admin.listen=...`.
+    #[arg(long)]
+    admin_listen: Option<String>,
+    /// Print the effective config (defaults, file, environment, flags) and exit.
+    #[arg(long)]
+    print_config: bool,
 }
 
 #[derive(clap::Args)]
@@ -363,7 +396,17 @@ fn run(cli: Cli) -> Result<()> {
                 ),
             }
         }
-        Command::Demo { customers, dir } => demo(customers, dir),
+        Command::Demo {
+            customers,
+            dir,
+            kafka: false,
+        } => demo(customers, dir),
+        Command::Demo {
+            customers,
+            dir,
+            kafka: true,
+        } => demo_kafka(customers, dir),
+        Command::Run(a) => run_service(a),
         Command::Fit {
             inputs,
             calibration_end,
@@ -615,5 +658,197 @@ fn demo(customers: u64, dir: Option<PathBuf>) -> Result<()> {
             opts.store.display()
         );
     }
+    Ok(())
+}
+
+fn service_config(a: &RunArgs) -> Result<ServiceConfig> {
+    let mut sets = a.sets.clone();
+    if let Some(b) = &a.bootstrap_servers {
+        sets.push(format!("kafka.bootstrap_servers={b}"));
+    }
+    if let Some(d) = &a.state_dir {
+        sets.push(format!("state.dir={}", d.display()));
+    }
+    if let Some(l) = &a.admin_listen {
+        sets.push(format!("admin.listen={l}"));
+    }
+    Ok(ServiceConfig::load(
+        a.config.as_deref(),
+        std::env::vars(),
+        &sets,
+    )?)
+}
+
+fn run_service(a: RunArgs) -> Result<()> {
+    let cfg = service_config(&a)?;
+    if a.print_config {
+        print!("{}", cfg.to_toml());
+        return Ok(());
+    }
+    let policy = load_policy_and_model(cfg.policy.as_deref(), cfg.model.as_deref())?;
+    let drain = std::time::Duration::from_millis(cfg.shutdown.drain_timeout_ms);
+    let running = churnwatch::service::start(cfg, policy)?;
+    running
+        .handle()
+        .spawn(on_signals(running.shutdown_token(), drain));
+    let summary = running.wait()?;
+    tracing::info!(processed = summary.processed, "stopped");
+    Ok(())
+}
+
+/// First SIGTERM/SIGINT: drain (bounded); a second one, or a drain past its bound,
+/// exits at once.
+async fn on_signals(token: tokio_util::sync::CancellationToken, drain: std::time::Duration) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!(
+        drain_ms = drain.as_millis() as u64,
+        "signal received: draining; a second signal exits at once"
+    );
+    token.cancel();
+    tokio::select! {
+        _ = term.recv() => tracing::warn!("second signal: exiting without finishing the drain"),
+        _ = int.recv() => tracing::warn!("second signal: exiting without finishing the drain"),
+        _ = tokio::time::sleep(drain + std::time::Duration::from_secs(5)) => {
+            tracing::error!("the drain took longer than its bound; exiting");
+        }
+    }
+    std::process::exit(130);
+}
+
+fn demo_kafka(customers: u64, dir: Option<PathBuf>) -> Result<()> {
+    use churnwatch::service::io::{backfill_jsonl, mock_cluster, read_topic};
+    let tmp;
+    let dir = match dir {
+        Some(d) => d,
+        None => {
+            tmp = tempfile::tempdir().context("cannot create a temporary directory")?;
+            tmp.path().to_path_buf()
+        }
+    };
+    let gen = GenConfig {
+        customers: customers.min(500),
+        dealers: 5,
+        years: 3,
+        seed: 7,
+        ..GenConfig::default()
+    };
+    println!(
+        "== generating {} customers x 3 years into {}",
+        gen.customers,
+        dir.display()
+    );
+    let g = run_generate(&gen, &dir.join("history"))?;
+    let events = g
+        .files
+        .iter()
+        .find(|f| f.extension().is_some_and(|e| e == "jsonl"))
+        .context("the generator wrote no JSON-lines file")?
+        .clone();
+    let mut cfg = ServiceConfig::default();
+    let partitions = 6;
+    cfg.output.create_topics = false;
+    cfg.state.dir = dir.join("service-state");
+    cfg.admin.listen = "127.0.0.1:0".into();
+    cfg.ticks.interval_ms = 1000;
+    cfg.input.align_wait_ms = 500;
+    cfg.metrics.kpi_interval_ms = 1000;
+    let cluster = mock_cluster(&cfg, partitions)?;
+    cfg.kafka.bootstrap_servers = cluster.bootstrap_servers();
+    println!(
+        "== in-process Kafka mock cluster at {} ({partitions} partitions per topic)",
+        cfg.kafka.bootstrap_servers
+    );
+    let b = backfill_jsonl(&cfg, &events, partitions)?;
+    println!(
+        "   produced {} lines as {} records (keyed by customer_id) to {}, {}, {}",
+        b.lines,
+        b.records,
+        cfg.input.repair_orders.topic,
+        cfg.input.visits.topic,
+        cfg.input.contracts.topic
+    );
+    let client = {
+        let mut c = rdkafka::ClientConfig::new();
+        c.set("bootstrap.servers", &cfg.kafka.bootstrap_servers);
+        c
+    };
+    let status_topic = cfg.output.status_topic.clone();
+    let dead_topic = cfg.output.dead_letter_topic.clone();
+    let running = churnwatch::service::start(cfg, Policy::default())?;
+    println!(
+        "== churnwatch run: admin on http://{}/metrics",
+        running.admin_addr
+    );
+    let started = std::time::Instant::now();
+    let metrics = running.shared.metrics.clone();
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let done = metrics.processed_events.get();
+        let outbox = metrics.outbox_pending.get();
+        if done >= b.records && outbox == 0 && started.elapsed().as_secs() >= 3 {
+            break;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(180) {
+            bail!(
+                "the service processed only {done} of {} records in 180 s",
+                b.records
+            );
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let body = metrics.render();
+    let published = running.shared.published();
+    let summary = running.stop()?;
+    println!(
+        "   processed {} records in {secs:.1} s; drained and stopped",
+        summary.processed
+    );
+    let wait = std::time::Duration::from_secs(60);
+    let changes = read_topic(&client, &status_topic, wait, |m| {
+        m.len() as u64 >= published.changes
+    })?;
+    let dead = read_topic(&client, &dead_topic, wait, |m| {
+        m.len() as u64 >= published.dead_letters
+    })?;
+    let mut by_level = std::collections::BTreeMap::new();
+    let mut shown = std::collections::BTreeSet::new();
+    let mut samples = Vec::new();
+    for m in &changes {
+        use rdkafka::Message;
+        let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap_or_default())?;
+        let level = v["level"].as_str().unwrap_or("?").to_string();
+        *by_level.entry(level.clone()).or_insert(0u64) += 1;
+        if shown.insert(format!("{level}{}", v["trigger"])) && samples.len() < 4 {
+            samples.push(v.to_string());
+        }
+    }
+    println!(
+        "== topic {status_topic}: {} status changes by new level {by_level:?}",
+        changes.len()
+    );
+    for s in samples {
+        println!("{s}");
+    }
+    println!("== topic {dead_topic}: {} dead letters", dead.len());
+    println!("== a few metrics from /metrics");
+    for line in body.lines().filter(|l| {
+        l.starts_with("churnwatch_customers{")
+            || l.starts_with("churnwatch_processed_events_total")
+            || l.starts_with("churnwatch_end_to_end_seconds_count")
+    }) {
+        println!("   {line}");
+    }
+    drop(cluster);
     Ok(())
 }

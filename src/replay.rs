@@ -632,9 +632,18 @@ pub fn inspect(
         return Ok(None);
     };
     let meta = store.load_meta()?.unwrap_or_default();
-    let at = meta.watermark;
+    Ok(Some(customer_json(&state, meta.watermark, policy)))
+}
+
+/// A customer's state and status at stream time `at`, as JSON (`inspect` and the
+/// service's `/customers/{id}`).
+pub fn customer_json(
+    state: &crate::state::CustomerState,
+    at: Option<Ts>,
+    policy: &Policy,
+) -> serde_json::Value {
     let assessment = at.and_then(|t| state.assess(t, policy));
-    Ok(Some(serde_json::json!({
+    serde_json::json!({
         "customer_id": state.customer_id,
         "stream_time": at.map(Ts::to_rfc3339),
         "current": assessment.as_ref().map(|a| serde_json::json!({
@@ -681,5 +690,5 @@ pub fn inspect(
         "in_service_region": state.in_service_region.map(|(_, b)| b),
         "event_participations": state.event_participations,
         "dealer_id": state.dealer_id,
-    })))
+    })
 }

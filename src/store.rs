@@ -112,6 +112,91 @@ impl Kv for SledKv {
     }
 }
 
+/// One named sled tree of a shared database (the Kafka service keeps one per input
+/// partition, so each partition's commit is one atomic batch of its own).
+pub struct SledTreeKv {
+    db: sled::Db,
+    tree: sled::Tree,
+}
+
+impl SledTreeKv {
+    /// Opens (or creates) the tree `name` in `db`.
+    pub fn open(db: &sled::Db, name: &str) -> Result<Self, StoreError> {
+        Ok(SledTreeKv {
+            db: db.clone(),
+            tree: db.open_tree(name)?,
+        })
+    }
+
+    /// Removes every key of the tree.
+    pub fn clear(&self) -> Result<(), StoreError> {
+        self.tree.clear()?;
+        self.tree.flush()?;
+        Ok(())
+    }
+}
+
+impl Kv for SledTreeKv {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.tree.get(key)?.map(|v| v.to_vec()))
+    }
+
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, StoreError> {
+        self.tree
+            .scan_prefix(prefix)
+            .map(|r| {
+                r.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .map_err(StoreError::from)
+            })
+            .collect()
+    }
+
+    fn apply(&self, ops: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (k, v) in ops {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
+        self.tree.apply_batch(batch)?;
+        self.tree.flush()?;
+        Ok(())
+    }
+
+    fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+/// Opens (or creates) the sled database behind per-partition trees, waiting up to
+/// [`LOCK_WAIT`] for a lock released a moment ago.
+pub fn open_sled_db(dir: &Path) -> Result<sled::Db, StoreError> {
+    let started = std::time::Instant::now();
+    loop {
+        let opened = sled::Config::new()
+            .path(dir)
+            .cache_capacity(256 * 1024 * 1024)
+            .flush_every_ms(None)
+            .open();
+        match opened {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && started.elapsed() < LOCK_WAIT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(source) => {
+                return Err(StoreError::Open {
+                    path: dir.to_path_buf(),
+                    source,
+                })
+            }
+        }
+    }
+}
+
 /// In-memory key-value storage with the same semantics (tests, dry runs).
 #[derive(Default)]
 pub struct MemKv {
@@ -210,29 +295,9 @@ impl SledStore {
     /// opening waits up to [`LOCK_WAIT`] for the lock before reporting that another
     /// process holds it.
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
-        let started = std::time::Instant::now();
-        loop {
-            let opened = sled::Config::new()
-                .path(dir)
-                .cache_capacity(256 * 1024 * 1024)
-                .flush_every_ms(None)
-                .open();
-            match opened {
-                Ok(db) => return Store::with_kv(SledKv { db }),
-                Err(sled::Error::Io(e))
-                    if e.to_string().contains("could not acquire lock")
-                        && started.elapsed() < LOCK_WAIT =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                Err(source) => {
-                    return Err(StoreError::Open {
-                        path: dir.to_path_buf(),
-                        source,
-                    })
-                }
-            }
-        }
+        Store::with_kv(SledKv {
+            db: open_sled_db(dir)?,
+        })
     }
 }
 
@@ -307,6 +372,17 @@ impl<K: Kv> Store<K> {
 
     /// Commits the engine's changes and the sources' progress in one atomic batch.
     pub fn commit(&self, dirty: &Dirty, progress: &[(&str, Vec<u8>)]) -> Result<(), StoreError> {
+        self.commit_with(dirty, progress, Vec::new())
+    }
+
+    /// Like [`Store::commit`], with further raw operations (keys outside the prefixes
+    /// above, such as an outbox) in the same atomic batch.
+    pub fn commit_with(
+        &self,
+        dirty: &Dirty,
+        progress: &[(&str, Vec<u8>)],
+        extra: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    ) -> Result<(), StoreError> {
         let mut ops = Vec::with_capacity(
             dirty.customers.len() + dirty.timers_added.len() + dirty.timers_removed.len() + 2,
         );
@@ -326,7 +402,26 @@ impl<K: Kv> Store<K> {
         for (source, p) in progress {
             ops.push((progress_key(source), Some(p.clone())));
         }
+        ops.extend(extra);
         self.kv.apply(ops)
+    }
+
+    /// The backend, for keys this module does not define (outbox entries).
+    pub fn kv(&self) -> &K {
+        &self.kv
+    }
+
+    /// The key under which a source's progress is stored (for raw batches).
+    pub fn progress_key(source: &str) -> Vec<u8> {
+        progress_key(source)
+    }
+
+    /// Calls `f` with every stored customer state (a full scan, for periodic reports).
+    pub fn for_each_customer(&self, mut f: impl FnMut(CustomerState)) -> Result<(), StoreError> {
+        for (k, v) in self.kv.scan_prefix(b"c/")? {
+            f(decode(&v, &k)?);
+        }
+        Ok(())
     }
 
     /// Bytes on disk.

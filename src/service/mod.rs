@@ -1,0 +1,125 @@
+//! The Kafka service (`churnwatch run`): configuration, record codecs, per-partition
+//! processing with a sled outbox, the consumer-group loop, metrics and the admin HTTP
+//! server. [`start`] wires them together; the binary adds signal handling.
+
+pub mod admin;
+pub mod codec;
+pub mod config;
+pub mod io;
+pub mod metrics;
+pub mod partition;
+pub mod runner;
+
+use crate::policy::Policy;
+use runner::{RunSummary, ServiceError, Shared};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// A started service: the processing thread, the admin server and their runtime.
+pub struct Running {
+    /// What the admin endpoints see (metrics, partitions).
+    pub shared: Arc<Shared>,
+    /// The admin server's bound address.
+    pub admin_addr: SocketAddr,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    processing: std::thread::JoinHandle<Result<RunSummary, ServiceError>>,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Running {
+    /// The token that stops the service (a drain follows).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// The runtime's handle (for signal handling at the binary's edge).
+    pub fn handle(&self) -> tokio::runtime::Handle {
+        self.rt.handle().clone()
+    }
+
+    /// Waits for the processing loop to end (after the token is cancelled, or on a
+    /// fatal error), then stops the admin server.
+    pub fn wait(self) -> Result<RunSummary, ServiceError> {
+        let result = self.processing.join().unwrap_or_else(|_| {
+            Err(ServiceError::Topics(
+                "the processing thread panicked".into(),
+            ))
+        });
+        self.shutdown.cancel();
+        self.tracker.close();
+        let tracker = self.tracker.clone();
+        self.rt.block_on(async {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), tracker.wait()).await;
+        });
+        self.rt.shutdown_timeout(std::time::Duration::from_secs(1));
+        result
+    }
+
+    /// Cancels and waits: a graceful stop with a drain.
+    pub fn stop(self) -> Result<RunSummary, ServiceError> {
+        self.shutdown.cancel();
+        self.wait()
+    }
+}
+
+/// Starts the service: binds the admin port, then runs the consumer loop on its own
+/// thread until the shutdown token is cancelled.
+pub fn start(cfg: config::Config, policy: Policy) -> Result<Running, ServiceError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("churnwatch-rt")
+        .enable_all()
+        .build()
+        .map_err(|source| ServiceError::Admin {
+            addr: "runtime".into(),
+            source,
+        })?;
+    let metrics = Arc::new(metrics::Metrics::new(cfg.metrics.max_dealers));
+    let shared = Arc::new(Shared::new(metrics.clone(), policy.clone()));
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(&cfg.admin.listen))
+        .map_err(|source| ServiceError::Admin {
+            addr: cfg.admin.listen.clone(),
+            source,
+        })?;
+    let admin_addr = listener
+        .local_addr()
+        .map_err(|source| ServiceError::Admin {
+            addr: cfg.admin.listen.clone(),
+            source,
+        })?;
+    if let Some(f) = &cfg.admin.port_file {
+        std::fs::write(f, format!("{admin_addr}\n")).map_err(|source| ServiceError::Admin {
+            addr: format!("admin.port_file {}", f.display()),
+            source,
+        })?;
+    }
+    tracing::info!(%admin_addr, "admin HTTP listening (/metrics, /healthz, /readyz, /customers/{{id}})");
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let state: Arc<dyn admin::AdminState> = shared.clone();
+    tracker.spawn_on(
+        admin::serve(listener, metrics, state, shutdown.clone()),
+        rt.handle(),
+    );
+    let cfg = Arc::new(cfg);
+    let (s, t, h) = (shared.clone(), shutdown.clone(), rt.handle().clone());
+    let processing = std::thread::Builder::new()
+        .name("churnwatch-processing".into())
+        .spawn(move || runner::run(cfg, policy, s, t, h))
+        .map_err(|source| ServiceError::Admin {
+            addr: "processing thread".into(),
+            source,
+        })?;
+    Ok(Running {
+        shared,
+        admin_addr,
+        shutdown,
+        tracker,
+        processing,
+        rt,
+    })
+}

@@ -1,0 +1,1223 @@
+//! The Kafka service loop (`churnwatch run`): the consumer group, rebalances (flush on
+//! revoke, local or changelog restore on assign, seek to the offsets kept in sled),
+//! the per-partition engines, outbox delivery with the idempotent producer, the tick
+//! producer, lag/KPI/population metrics, and the drain on shutdown.
+//!
+//! Threads: the processing loop runs on one dedicated thread (it owns the consumer and
+//! every partition; rebalance callbacks run inside its `poll`); the admin HTTP server
+//! and signal handling run on the tokio runtime; deliveries are awaited on that
+//! runtime's handle from the processing thread.
+
+use crate::avro::InputKind;
+use crate::kpi::KpiAccumulator;
+use crate::policy::Policy;
+use crate::service::admin::AdminState;
+use crate::service::codec::{ChangeEncoding, Encoding, TopicDecoder, RECORD_TYPE_HEADER};
+use crate::service::config::{Config, InputFormat, OutputFormat, Role};
+use crate::service::metrics::Metrics;
+use crate::service::partition::{
+    changelog_end, decode, has_state, restore_from_changelog, Buffered, ChangelogRecord, Item,
+    OutKind, Outgoing, Partition,
+};
+use crate::store::{open_sled_db, SledTreeKv, Store, StoreError};
+use crate::time::Ts;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientConfig, ClientContext};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, info_span, warn};
+
+/// A failure of the service.
+#[derive(Debug, Error)]
+pub enum ServiceError {
+    /// A Kafka client could not be created or an operation failed.
+    #[error("Kafka {what} failed: {source}; check kafka.bootstrap_servers and the librdkafka properties in the config")]
+    Kafka {
+        /// What was attempted.
+        what: String,
+        /// The cause.
+        source: KafkaError,
+    },
+    /// The state store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The input topics are not co-partitioned, or a topic is missing.
+    #[error("{0}")]
+    Topics(String),
+    /// A topic's decoder configuration is wrong.
+    #[error(transparent)]
+    Codec(#[from] crate::service::codec::CodecError),
+    /// The admin port could not be bound (or another startup resource failed).
+    #[error("cannot start {addr}: {source}; check admin.listen is a free local address")]
+    Admin {
+        /// The address (or resource).
+        addr: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Shutdown did not finish within the drain bound.
+    #[error("shutdown did not finish within {0:?}: some outputs stay in the outbox and are sent on the next start")]
+    DrainTimeout(Duration),
+}
+
+fn kafka(what: impl Into<String>) -> impl FnOnce(KafkaError) -> ServiceError {
+    let what = what.into();
+    move |source| ServiceError::Kafka { what, source }
+}
+
+/// What the admin endpoints see of the running service.
+pub struct Shared {
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    policy: Policy,
+    started: Instant,
+    heartbeat_ms: AtomicU64,
+    joined: AtomicBool,
+    parts: RwLock<BTreeMap<i32, PartView>>,
+    changes_published: AtomicU64,
+    dead_published: AtomicU64,
+    caught_up: AtomicBool,
+}
+
+/// Records acknowledged by the broker so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Published {
+    /// Status changes.
+    pub changes: u64,
+    /// Dead letters.
+    pub dead_letters: u64,
+}
+
+struct PartView {
+    store: Store<SledTreeKv>,
+    watermark: Option<Ts>,
+    ready: bool,
+}
+
+impl Shared {
+    /// Shared state for a service with these metrics and policy.
+    pub fn new(metrics: Arc<Metrics>, policy: Policy) -> Self {
+        Shared {
+            metrics,
+            policy,
+            started: Instant::now(),
+            heartbeat_ms: AtomicU64::new(0),
+            joined: AtomicBool::new(false),
+            parts: RwLock::new(BTreeMap::new()),
+            changes_published: AtomicU64::new(0),
+            dead_published: AtomicU64::new(0),
+            caught_up: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether every owned partition is read to its end, handed on, committed and
+    /// delivered (false while owning none).
+    pub fn caught_up(&self) -> bool {
+        self.caught_up.load(Ordering::Relaxed)
+    }
+
+    /// Records acknowledged by the broker so far (re-deliveries count again).
+    pub fn published(&self) -> Published {
+        Published {
+            changes: self.changes_published.load(Ordering::Relaxed),
+            dead_letters: self.dead_published.load(Ordering::Relaxed),
+        }
+    }
+
+    fn beat(&self) {
+        self.heartbeat_ms
+            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Partitions assigned and how many of them are ready.
+    pub fn partitions(&self) -> (usize, usize) {
+        let p = self.parts.read().expect("not poisoned");
+        (p.len(), p.values().filter(|v| v.ready).count())
+    }
+}
+
+/// The processing loop is considered stuck after this long without a heartbeat.
+pub const HEARTBEAT_LIMIT: Duration = Duration::from_secs(60);
+
+impl AdminState for Shared {
+    fn health(&self) -> Result<(), String> {
+        let last = Duration::from_millis(self.heartbeat_ms.load(Ordering::Relaxed));
+        let since = self.started.elapsed().saturating_sub(last);
+        if since > HEARTBEAT_LIMIT {
+            Err(format!(
+                "the processing loop has not reported for {}s",
+                since.as_secs()
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn readiness(&self) -> Result<(), String> {
+        if !self.joined.load(Ordering::Relaxed) {
+            return Err("not yet joined the consumer group".into());
+        }
+        let p = self.parts.read().expect("not poisoned");
+        let waiting: Vec<String> = p
+            .iter()
+            .filter(|(_, v)| !v.ready)
+            .map(|(k, _)| k.to_string())
+            .collect();
+        if waiting.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "partitions still restoring: {}",
+                waiting.join(", ")
+            ))
+        }
+    }
+
+    fn customer(&self, id: &str) -> Result<Option<serde_json::Value>, String> {
+        use crate::engine::CustomerSource;
+        let p = self.parts.read().expect("not poisoned");
+        for v in p.values() {
+            if let Some(state) = v.store.load(id).map_err(|e| e.to_string())? {
+                return Ok(Some(crate::replay::customer_json(
+                    &state,
+                    v.watermark,
+                    &self.policy,
+                )));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Everything the processing thread owns; shared with the rebalance callback.
+struct Worker {
+    cfg: Arc<Config>,
+    policy: Policy,
+    db: sled::Db,
+    topics: Vec<String>,
+    decoders: Vec<TopicDecoder>,
+    parts: BTreeMap<i32, Partition>,
+    paused: BTreeSet<(usize, i32)>,
+    producer: FutureProducer,
+    restorer: ClientConfig,
+    shared: Arc<Shared>,
+    rt: tokio::runtime::Handle,
+    encoding: ChangeEncoding,
+    fatal: Option<ServiceError>,
+    last_commit: Instant,
+    outbox_pending: usize,
+}
+
+struct Ctx {
+    worker: Arc<Mutex<Option<Worker>>>,
+}
+
+impl ClientContext for Ctx {}
+
+impl ConsumerContext for Ctx {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let mut guard = self.worker.lock().expect("worker lock not poisoned");
+        let Some(w) = guard.as_mut() else {
+            // Shutting down: the drain already committed everything.
+            let _ = consumer.unassign();
+            return;
+        };
+        let parts: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                w.shared.joined.store(true, Ordering::Relaxed);
+                match w.assign(&parts) {
+                    Ok(offsets) => {
+                        let mut list = TopicPartitionList::new();
+                        for e in tpl.elements() {
+                            let o = offsets
+                                .get(&(e.topic().to_string(), e.partition()))
+                                .copied()
+                                .unwrap_or(Offset::Beginning);
+                            if let Err(err) = list.add_partition_offset(e.topic(), e.partition(), o)
+                            {
+                                w.fatal.get_or_insert(kafka("building the assignment")(err));
+                            }
+                        }
+                        if let Err(e) = consumer.assign(&list) {
+                            w.fatal.get_or_insert(kafka("assigning partitions")(e));
+                        }
+                    }
+                    Err(e) => {
+                        error!(error = %e, "cannot take over partitions");
+                        w.fatal.get_or_insert(e);
+                        let _ = consumer.unassign();
+                    }
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                w.revoke(&parts, consumer);
+                let _ = consumer.unassign();
+            }
+            other => {
+                warn!(error = ?other, "rebalance error; dropping the assignment");
+                w.revoke(&parts, consumer);
+                let _ = consumer.unassign();
+            }
+        }
+    }
+
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, _: &Rebalance<'_>) {}
+}
+
+fn tree_name(p: i32) -> String {
+    format!("partition-{p}")
+}
+
+/// The broker's last-reported high watermark of a partition, from the consumer's
+/// cache (no network round trip); -1 when unknown.
+fn cached_high_watermark<C: ConsumerContext>(c: &BaseConsumer<C>, topic: &str, p: i32) -> i64 {
+    let Ok(t) = std::ffi::CString::new(topic) else {
+        return -1;
+    };
+    let (mut lo, mut hi) = (-1i64, -1i64);
+    // SAFETY: the client pointer is valid for the consumer's lifetime, the topic is a
+    // NUL-terminated string and both out-pointers point to live i64s.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            c.client().native_ptr(),
+            t.as_ptr(),
+            p,
+            &mut lo,
+            &mut hi,
+        )
+    };
+    if err == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR {
+        hi
+    } else {
+        -1
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Worker {
+    fn topic_index(&self, topic: &str) -> Option<usize> {
+        self.topics.iter().position(|t| t == topic)
+    }
+
+    fn out_topic(&self, kind: OutKind) -> &str {
+        match kind {
+            OutKind::Change => &self.cfg.output.status_topic,
+            OutKind::DeadLetter => &self.cfg.output.dead_letter_topic,
+            OutKind::ChangelogCustomer | OutKind::ChangelogMeta => &self.cfg.output.changelog_topic,
+        }
+    }
+
+    /// Takes over partitions: local state when it is current, else a restore from the
+    /// changelog. Returns the offsets to seek to.
+    fn assign(
+        &mut self,
+        parts: &BTreeSet<i32>,
+    ) -> Result<BTreeMap<(String, i32), Offset>, ServiceError> {
+        let mut offsets = BTreeMap::new();
+        for &p in parts {
+            let span = info_span!("partition", partition = p);
+            let _g = span.enter();
+            if self.parts.contains_key(&p) {
+                continue;
+            }
+            let kv = SledTreeKv::open(&self.db, &tree_name(p))?;
+            let store = Store::with_kv(kv)?;
+            self.shared.parts.write().expect("not poisoned").insert(
+                p,
+                PartView {
+                    store: Store::with_kv(SledTreeKv::open(&self.db, &tree_name(p))?)?,
+                    watermark: None,
+                    ready: false,
+                },
+            );
+            let hw = self.changelog_high_watermark(p)?;
+            let local = has_state(&store)?;
+            let local_end = changelog_end(&store)?;
+            let mut restored = false;
+            if local && hw <= local_end {
+                info!(changelog_end = local_end, "resuming from local state");
+            } else if hw == 0 {
+                if local {
+                    warn!("local state exists but the changelog is empty; starting over");
+                    store.kv().clear()?;
+                    let _ = Store::with_kv(SledTreeKv::open(&self.db, &tree_name(p))?)?;
+                }
+                info!("no state anywhere; starting from the beginning");
+            } else {
+                info!(
+                    changelog_high_watermark = hw,
+                    local_end, "restoring from the changelog"
+                );
+                store.kv().clear()?;
+                let store2 = Store::with_kv(SledTreeKv::open(&self.db, &tree_name(p))?)?;
+                let started = Instant::now();
+                let records = self.read_changelog(p, hw)?;
+                let n = restore_from_changelog(&store2, records, hw)?;
+                self.shared.metrics.restores.inc();
+                info!(
+                    customers = n,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "restored"
+                );
+                restored = true;
+            }
+            let store = Store::with_kv(SledTreeKv::open(&self.db, &tree_name(p))?)?;
+            let part = Partition::open(p, store, self.policy.clone(), &self.topics, self.encoding)?;
+            let known = part.has_progress()?;
+            for s in &part.sources {
+                offsets.insert(
+                    (s.topic.clone(), p),
+                    if known {
+                        Offset::Offset(s.next_offset)
+                    } else {
+                        Offset::Beginning
+                    },
+                );
+            }
+            debug!(restored, "partition open");
+            self.parts.insert(p, part);
+            // Outputs committed before a crash go out before anything new.
+            self.deliver(
+                p,
+                Instant::now() + Duration::from_millis(self.cfg.shutdown.revoke_timeout_ms),
+            );
+            if let Some(v) = self.shared.parts.write().expect("not poisoned").get_mut(&p) {
+                v.ready = true;
+                v.watermark = self.parts[&p].engine.watermark();
+            }
+        }
+        self.update_partition_gauges();
+        Ok(offsets)
+    }
+
+    fn update_partition_gauges(&self) {
+        let (a, r) = self.shared.partitions();
+        self.shared.metrics.partitions_assigned.set(a as i64);
+        self.shared.metrics.partitions_ready.set(r as i64);
+    }
+
+    /// Gives up partitions: commits what was handed on and delivers the outbox within
+    /// the revoke deadline.
+    fn revoke<C: ConsumerContext>(&mut self, parts: &BTreeSet<i32>, consumer: &BaseConsumer<C>) {
+        let deadline = Instant::now() + Duration::from_millis(self.cfg.shutdown.revoke_timeout_ms);
+        for &p in parts {
+            if !self.parts.contains_key(&p) {
+                continue;
+            }
+            let span = info_span!("partition", partition = p);
+            let _g = span.enter();
+            if let Err(e) = self.commit_partition(p) {
+                error!(error = %e, "cannot commit a revoked partition; its records will be re-read by the next owner");
+            }
+            if !self.deliver(p, deadline) {
+                warn!("outbox not fully delivered before the revoke deadline; the next owner restores from the last delivered commit");
+            }
+            self.commit_kafka_offsets(consumer, Some(p));
+            self.parts.remove(&p);
+            self.paused.retain(|(_, q)| *q != p);
+            self.shared.parts.write().expect("not poisoned").remove(&p);
+            info!("partition revoked");
+        }
+        self.update_partition_gauges();
+    }
+
+    fn changelog_high_watermark(&self, p: i32) -> Result<i64, ServiceError> {
+        let c: BaseConsumer = self
+            .restorer
+            .create()
+            .map_err(kafka("creating the changelog reader"))?;
+        let (_, hi) = c
+            .fetch_watermarks(&self.cfg.output.changelog_topic, p, Duration::from_secs(30))
+            .map_err(kafka(format!(
+                "reading the end of changelog topic `{}` partition {p}",
+                self.cfg.output.changelog_topic
+            )))?;
+        Ok(hi)
+    }
+
+    fn read_changelog(&self, p: i32, end: i64) -> Result<Vec<ChangelogRecord>, ServiceError> {
+        let c: BaseConsumer = self
+            .restorer
+            .create()
+            .map_err(kafka("creating the changelog reader"))?;
+        let topic = &self.cfg.output.changelog_topic;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .map_err(kafka("assigning the changelog"))?;
+        c.assign(&tpl).map_err(kafka("assigning the changelog"))?;
+        let mut out = Vec::new();
+        let mut last = -1;
+        let started = Instant::now();
+        while last + 1 < end {
+            self.shared.beat();
+            match c.poll(Duration::from_millis(500)) {
+                Some(Ok(m)) => {
+                    last = m.offset();
+                    if let Some(v) = m.payload() {
+                        out.push(decode(v, "changelog record")?);
+                    }
+                }
+                Some(Err(e)) => return Err(kafka("reading the changelog")(e)),
+                None if started.elapsed() > Duration::from_secs(300) => {
+                    return Err(ServiceError::Topics(format!(
+                        "changelog `{topic}` partition {p} stopped at offset {last} before its end {end}"
+                    )))
+                }
+                None => {}
+            }
+        }
+        Ok(out)
+    }
+
+    fn on_message(&mut self, m: &BorrowedMessage<'_>) {
+        let Some(src) = self.topic_index(m.topic()) else {
+            return;
+        };
+        let p = m.partition();
+        if !self.parts.contains_key(&p) {
+            return;
+        }
+        let tick = m.headers().is_some_and(|h| {
+            h.iter()
+                .any(|x| x.key == RECORD_TYPE_HEADER && x.value == Some(b"tick".as_slice()))
+        });
+        let item = match self.decoders[src].decode(m.payload(), tick) {
+            Ok(v) => Item::Input {
+                raw: if v.issues.is_empty() {
+                    Vec::new()
+                } else {
+                    m.payload().unwrap_or_default().to_vec()
+                },
+                input: v.input,
+                issues: v.issues,
+            },
+            Err(e) => {
+                self.shared
+                    .metrics
+                    .decode_errors
+                    .with_label_values(&[e.code()])
+                    .inc();
+                Item::Dead {
+                    code: e.code().to_string(),
+                    reason: e.to_string(),
+                    raw: m.payload().unwrap_or_default().to_vec(),
+                }
+            }
+        };
+        let part = self.parts.get_mut(&p).expect("checked");
+        part.push(
+            src,
+            Buffered {
+                offset: m.offset(),
+                ts_ms: m.timestamp().to_millis(),
+                item,
+            },
+        );
+    }
+
+    /// Hands buffered records on, commits when due, and keeps the flow control and
+    /// gauges current.
+    fn step<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        force: bool,
+    ) -> Result<(), ServiceError> {
+        let align = Duration::from_millis(self.cfg.input.align_wait_ms);
+        let now = Instant::now();
+        let ids: Vec<i32> = self.parts.keys().copied().collect();
+        for p in ids {
+            {
+                let part = self.parts.get_mut(&p).expect("listed");
+                for s in part.sources.iter_mut() {
+                    if s.queue.is_empty() {
+                        s.high_watermark = cached_high_watermark(consumer, &s.topic, p);
+                    }
+                }
+            }
+            let released = self
+                .parts
+                .get_mut(&p)
+                .expect("listed")
+                .release(now, align, force)?;
+            let m = &self.shared.metrics;
+            for (src, ty, outcome) in &released.outcomes {
+                m.events_consumed
+                    .with_label_values(&[self.topics[*src].as_str(), ty, outcome])
+                    .inc();
+                match *outcome {
+                    "late" => m.late_events.inc(),
+                    "tick" => m.ticks_consumed.inc(),
+                    _ => {}
+                }
+                m.processed_events.inc();
+            }
+            for (src, _) in &released.dead {
+                m.dead_letters
+                    .with_label_values(&[self.topics[*src].as_str()])
+                    .inc();
+            }
+            for s in &released.engine_seconds {
+                m.processing_seconds.observe(*s);
+            }
+            for c in &released.changes {
+                m.status_changes
+                    .with_label_values(&[c.previous_level.as_str(), c.level.as_str()])
+                    .inc();
+            }
+            // Flow control: pause a source that runs far ahead of the others.
+            let max = self.cfg.input.max_buffered;
+            let part = &self.parts[&p];
+            for (i, s) in part.sources.iter().enumerate() {
+                let key = (i, p);
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition(&s.topic, p);
+                if s.queue.len() >= max && !self.paused.contains(&key) {
+                    consumer.pause(&tpl).map_err(kafka("pausing a partition"))?;
+                    self.paused.insert(key);
+                } else if s.queue.len() < max / 2 && self.paused.contains(&key) {
+                    consumer
+                        .resume(&tpl)
+                        .map_err(kafka("resuming a partition"))?;
+                    self.paused.remove(&key);
+                }
+            }
+        }
+        let due = self.last_commit.elapsed()
+            >= Duration::from_millis(self.cfg.state.commit_interval_ms)
+            || self
+                .parts
+                .values()
+                .any(|p| p.since_commit >= self.cfg.state.commit_max_records);
+        if due || force {
+            self.commit_all(consumer)?;
+        }
+        let caught = !self.parts.is_empty()
+            && self.outbox_pending == 0
+            && self.parts.values().all(|p| {
+                p.since_commit == 0
+                    && p.sources.iter().all(|s| {
+                        s.queue.is_empty()
+                            && s.high_watermark >= 0
+                            && s.next_offset >= s.high_watermark
+                    })
+            });
+        self.shared.caught_up.store(caught, Ordering::Relaxed);
+        self.shared.metrics.caught_up.set(i64::from(caught));
+        Ok(())
+    }
+
+    fn commit_partition(&mut self, p: i32) -> Result<bool, ServiceError> {
+        let cap = self.cfg.state.cache_capacity;
+        let part = self.parts.get_mut(&p).expect("owned partition");
+        if part.since_commit == 0 {
+            return Ok(false);
+        }
+        let started = Instant::now();
+        part.commit(cap)?;
+        self.shared
+            .metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        if let Some(v) = self.shared.parts.write().expect("not poisoned").get_mut(&p) {
+            v.watermark = part.engine.watermark();
+        }
+        Ok(true)
+    }
+
+    fn commit_all<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<(), ServiceError> {
+        self.last_commit = Instant::now();
+        let ids: Vec<i32> = self.parts.keys().copied().collect();
+        let mut any = false;
+        for &p in &ids {
+            any |= self.commit_partition(p)?;
+        }
+        if !any {
+            return Ok(());
+        }
+        let deadline = Instant::now() + Duration::from_millis(self.cfg.shutdown.drain_timeout_ms);
+        for &p in &ids {
+            self.deliver(p, deadline);
+        }
+        self.commit_kafka_offsets(consumer, None);
+        self.refresh_gauges();
+        Ok(())
+    }
+
+    /// Reports the committed offsets to the group coordinator, for lag monitoring only.
+    fn commit_kafka_offsets<C: ConsumerContext>(
+        &self,
+        consumer: &BaseConsumer<C>,
+        only: Option<i32>,
+    ) {
+        let mut tpl = TopicPartitionList::new();
+        for (p, part) in &self.parts {
+            if only.is_some_and(|o| o != *p) || !part.has_progress().unwrap_or(false) {
+                continue;
+            }
+            for (topic, off) in part.offsets() {
+                let _ = tpl.add_partition_offset(&topic, *p, Offset::Offset(off));
+            }
+        }
+        if tpl.count() > 0 {
+            if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+                debug!(error = %e, "offset commit for lag monitoring failed");
+            }
+        }
+    }
+
+    /// Delivers partition `p`'s outbox in commit order until `deadline`: each commit's
+    /// status changes, dead letters and changelog customers first, then — once all are
+    /// acknowledged — its changelog meta record; then removes the commit's entries.
+    /// Returns whether the outbox is empty.
+    fn deliver(&mut self, p: i32, deadline: Instant) -> bool {
+        let Some(part) = self.parts.get(&p) else {
+            return true;
+        };
+        let batches = match part.outbox() {
+            Ok(b) => b,
+            Err(e) => {
+                error!(error = %e, "cannot read the outbox");
+                return false;
+            }
+        };
+        self.outbox_pending += batches.iter().map(|(_, e)| e.len()).sum::<usize>();
+        for (_, entries) in batches {
+            let (meta, rest): (Vec<_>, Vec<_>) = entries
+                .iter()
+                .partition(|(_, o)| o.kind == OutKind::ChangelogMeta);
+            let acks = match self.send_all(rest.iter().map(|(_, o)| o), deadline) {
+                Some(a) => a,
+                None => return false,
+            };
+            let now = now_ms();
+            for ((_, o), _) in rest.iter().zip(&acks) {
+                if o.kind == OutKind::DeadLetter {
+                    self.shared.dead_published.fetch_add(1, Ordering::Relaxed);
+                }
+                if o.kind == OutKind::Change {
+                    self.shared
+                        .changes_published
+                        .fetch_add(1, Ordering::Relaxed);
+                    if let Some(ts) = o.source_ts_ms {
+                        self.shared
+                            .metrics
+                            .end_to_end_seconds
+                            .observe((now - ts).max(0) as f64 / 1000.0);
+                    }
+                }
+            }
+            let Some(meta_ack) = self.send_all(meta.iter().map(|(_, o)| o), deadline) else {
+                return false;
+            };
+            let end = meta_ack.last().map_or(-1, |d| *d) + 1;
+            let keys = entries.iter().map(|(k, _)| k.clone()).collect();
+            if let Err(e) = self.parts[&p].delivered(keys, end) {
+                error!(error = %e, "cannot clear the delivered outbox entries");
+                return false;
+            }
+        }
+        let pending: usize = self
+            .parts
+            .values()
+            .map(|p| {
+                p.outbox()
+                    .map_or(0, |b| b.iter().map(|(_, e)| e.len()).sum())
+            })
+            .sum();
+        self.outbox_pending = pending;
+        self.shared.metrics.outbox_pending.set(pending as i64);
+        true
+    }
+
+    /// Sends records and waits for every ack; returns their offsets, or None when one
+    /// failed or the deadline passed.
+    fn send_all<'a>(
+        &self,
+        records: impl Iterator<Item = &'a Outgoing>,
+        deadline: Instant,
+    ) -> Option<Vec<i64>> {
+        let mut futures = Vec::new();
+        for o in records {
+            let topic = self.out_topic(o.kind).to_string();
+            let mut headers = OwnedHeaders::new();
+            for (k, v) in &o.headers {
+                headers = headers.insert(Header {
+                    key: k,
+                    value: Some(v),
+                });
+            }
+            let mut rec = FutureRecord::to(&topic)
+                .key(&o.key)
+                .payload(&o.value)
+                .headers(headers);
+            if let Some(p) = o.partition {
+                rec = rec.partition(p);
+            }
+            loop {
+                match self.producer.send_result(rec) {
+                    Ok(f) => {
+                        futures.push(f);
+                        break;
+                    }
+                    Err((
+                        KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                        r,
+                    )) => {
+                        if Instant::now() > deadline {
+                            return None;
+                        }
+                        self.producer.poll(Duration::from_millis(10));
+                        rec = r;
+                    }
+                    Err((e, _)) => {
+                        warn!(error = %e, topic, "cannot enqueue an output record");
+                        self.shared.metrics.produce_errors.inc();
+                        return None;
+                    }
+                }
+            }
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let results = self.rt.block_on(async {
+            tokio::time::timeout(remaining, futures::future::join_all(futures)).await
+        });
+        let Ok(results) = results else {
+            warn!("deliveries not acknowledged before the deadline");
+            return None;
+        };
+        let mut offsets = Vec::with_capacity(results.len());
+        for r in results {
+            match r {
+                Ok(Ok(d)) => offsets.push(d.offset),
+                Ok(Err((e, _))) => {
+                    warn!(error = %e, "delivery failed; retried from the outbox");
+                    self.shared.metrics.produce_errors.inc();
+                    return None;
+                }
+                Err(_) => {
+                    self.shared.metrics.produce_errors.inc();
+                    return None;
+                }
+            }
+        }
+        Some(offsets)
+    }
+
+    fn refresh_gauges(&self) {
+        let m = &self.shared.metrics;
+        let (mut lvl, mut life, mut tier) = ([0u64; 4], [0u64; 4], [0u64; 3]);
+        let mut timers = 0usize;
+        for part in self.parts.values() {
+            let c = part.engine.counters();
+            for i in 0..4 {
+                lvl[i] += c.customers_by_level[i];
+                life[i] += c.customers_by_lifecycle[i];
+            }
+            for i in 0..3 {
+                tier[i] += c.customers_by_tier[i];
+            }
+            timers += part.engine.timers_pending();
+        }
+        m.set_population(lvl, life, tier);
+        m.timers_pending.set(timers as i64);
+        m.store_size_bytes
+            .set(self.db.size_on_disk().unwrap_or(0) as i64);
+    }
+
+    fn update_lag(&self) {
+        let m = &self.shared.metrics;
+        m.consumer_lag.reset();
+        for (p, part) in &self.parts {
+            for s in &part.sources {
+                if s.high_watermark >= 0 {
+                    let lag = (s.high_watermark
+                        - s.queue.front().map_or(s.next_offset, |b| b.offset))
+                    .max(0);
+                    m.consumer_lag
+                        .with_label_values(&[s.topic.as_str(), &p.to_string()])
+                        .set(lag);
+                }
+            }
+        }
+    }
+
+    fn update_kpis(&self) -> Result<(), ServiceError> {
+        let at = self
+            .parts
+            .values()
+            .filter_map(|p| p.engine.watermark())
+            .max();
+        let Some(at) = at else { return Ok(()) };
+        let mut acc = KpiAccumulator::new(at);
+        for part in self.parts.values() {
+            part.store.for_each_customer(|s| acc.add(&s))?;
+        }
+        self.shared.metrics.set_kpis(&acc.finish());
+        Ok(())
+    }
+
+    fn produce_ticks<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>) {
+        let time = Ts(now_ms()).to_rfc3339();
+        let _ = consumer;
+        for p in self.parts.keys() {
+            for (i, topic) in self.topics.iter().enumerate() {
+                let d = &self.decoders[i];
+                if !d.can_tick() {
+                    continue;
+                }
+                let value = d.encode_tick(&time);
+                let headers = OwnedHeaders::new().insert(Header {
+                    key: RECORD_TYPE_HEADER,
+                    value: Some("tick"),
+                });
+                let rec: FutureRecord<'_, [u8], Vec<u8>> = FutureRecord::to(topic)
+                    .payload(&value)
+                    .partition(*p)
+                    .headers(headers);
+                match self.producer.send_result(rec) {
+                    Ok(_) => self.shared.metrics.ticks_produced.inc(),
+                    Err((e, _)) => {
+                        warn!(error = %e, topic, partition = p, "cannot produce a tick");
+                        self.shared.metrics.produce_errors.inc();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Builds one input topic's decoder from its config.
+fn decoder(
+    kind: InputKind,
+    t: &crate::service::config::TopicConfig,
+) -> Result<TopicDecoder, ServiceError> {
+    let enc = match t.format {
+        InputFormat::Json => Encoding::Json,
+        InputFormat::Avro => Encoding::Avro(kind),
+        InputFormat::Confluent => Encoding::Confluent,
+    };
+    Ok(TopicDecoder::new(
+        &t.topic,
+        enc,
+        t.confluent_schema_ids.iter(),
+    )?)
+}
+
+fn client_config(cfg: &Config, role: Role) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    for (k, v) in cfg.client_properties(role) {
+        c.set(k, v);
+    }
+    c
+}
+
+/// Checks the input topics are co-partitioned and the output topics exist (creating
+/// them when configured to). Returns the number of input partitions.
+fn prepare_topics(
+    cfg: &Config,
+    topics: &[String],
+    rt: &tokio::runtime::Handle,
+) -> Result<i32, ServiceError> {
+    let probe: BaseConsumer = client_config(cfg, Role::Consumer)
+        .create()
+        .map_err(kafka("creating a metadata client"))?;
+    let count = |topic: &str| -> Result<Option<i32>, ServiceError> {
+        let md = probe
+            .fetch_metadata(Some(topic), Duration::from_secs(30))
+            .map_err(kafka(format!("reading metadata of topic `{topic}`")))?;
+        Ok(md
+            .topics()
+            .first()
+            .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+            .map(|t| t.partitions().len() as i32))
+    };
+    let mut n = None;
+    for t in topics {
+        let c = count(t)?.ok_or_else(|| {
+            ServiceError::Topics(format!(
+                "input topic `{t}` does not exist; create it (co-partitioned with the other input topics) or fix input.*.topic"
+            ))
+        })?;
+        if let Some(prev) = n {
+            if prev != c {
+                return Err(ServiceError::Topics(format!(
+                    "input topics must be co-partitioned by customer_id: `{t}` has {c} partitions, `{}` has {prev}",
+                    topics[0]
+                )));
+            }
+        }
+        n = Some(c);
+    }
+    let n = n.expect("at least one input topic");
+    let out = &cfg.output;
+    let wanted = [
+        (out.status_topic.as_str(), n, true),
+        (out.changelog_topic.as_str(), n, true),
+        (out.dead_letter_topic.as_str(), n, false),
+    ];
+    let mut missing = Vec::new();
+    for (t, parts, _) in &wanted {
+        match count(t)? {
+            Some(c) if *t == out.changelog_topic && c != *parts => {
+                return Err(ServiceError::Topics(format!(
+                    "changelog topic `{t}` has {c} partitions but the inputs have {parts}; they must match"
+                )))
+            }
+            Some(_) => {}
+            None => missing.push(*t),
+        }
+    }
+    if missing.is_empty() {
+        return Ok(n);
+    }
+    if !out.create_topics {
+        return Err(ServiceError::Topics(format!(
+            "output topics missing: {}; create them or set output.create_topics = true",
+            missing.join(", ")
+        )));
+    }
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = client_config(cfg, Role::Admin)
+        .create()
+        .map_err(kafka("creating an admin client"))?;
+    let lag = out.status_min_compaction_lag_ms.to_string();
+    let new: Vec<NewTopic<'_>> = wanted
+        .iter()
+        .filter(|(t, _, _)| missing.contains(t))
+        .map(|(t, parts, compact)| {
+            let mut nt = NewTopic::new(t, *parts, TopicReplication::Fixed(out.replication_factor));
+            if *compact {
+                nt = nt.set("cleanup.policy", "compact");
+            }
+            if *t == out.status_topic {
+                nt = nt.set("min.compaction.lag.ms", &lag);
+            }
+            nt
+        })
+        .collect();
+    let res = rt
+        .block_on(admin.create_topics(new.iter(), &AdminOptions::new()))
+        .map_err(kafka("creating the output topics"))?;
+    for r in res {
+        if let Err((t, e)) = r {
+            if e != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {
+                return Err(ServiceError::Topics(format!(
+                    "cannot create topic `{t}`: {e}; create it by hand or check the ACLs"
+                )));
+            }
+        }
+        info!("created the missing output topics");
+    }
+    Ok(n)
+}
+
+/// A summary of a run, for logs and tests.
+#[derive(Debug, Default, Clone)]
+pub struct RunSummary {
+    /// Records handed to the engines.
+    pub processed: u64,
+}
+
+/// Runs the service until `shutdown` is cancelled, then drains: commits every
+/// partition and delivers the outbox within `shutdown.drain_timeout_ms`.
+pub fn run(
+    cfg: Arc<Config>,
+    policy: Policy,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    rt: tokio::runtime::Handle,
+) -> Result<RunSummary, ServiceError> {
+    let inputs = [
+        (InputKind::RepairOrder, &cfg.input.repair_orders),
+        (InputKind::Visit, &cfg.input.visits),
+        (InputKind::Contract, &cfg.input.contracts),
+    ];
+    let mut topics: Vec<String> = Vec::new();
+    let mut decoders = Vec::new();
+    for (kind, t) in inputs {
+        if !topics.contains(&t.topic) {
+            topics.push(t.topic.clone());
+            decoders.push(decoder(kind, t)?);
+        }
+    }
+    let n = prepare_topics(&cfg, &topics, &rt)?;
+    info!(partitions = n, topics = ?topics, "input topics co-partitioned");
+    std::fs::create_dir_all(&cfg.state.dir).map_err(|e| StoreError::Corrupt {
+        key: cfg.state.dir.display().to_string(),
+        reason: format!("cannot create the state directory: {e}"),
+    })?;
+    let db = open_sled_db(&cfg.state.dir)?;
+    let mut pc = client_config(&cfg, Role::Producer);
+    for (k, v) in [
+        ("enable.idempotence", "true"),
+        ("acks", "all"),
+        ("linger.ms", "5"),
+    ] {
+        if pc.get(k).is_none() {
+            pc.set(k, v);
+        }
+    }
+    let producer: FutureProducer = pc.create().map_err(kafka("creating the producer"))?;
+    let mut restorer = client_config(&cfg, Role::Consumer);
+    restorer
+        .set("group.id", format!("{}-restore", cfg.kafka.group_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false");
+    let encoding = match cfg.output.format {
+        OutputFormat::Json => ChangeEncoding::Json,
+        OutputFormat::Avro => ChangeEncoding::Avro,
+    };
+    let worker = Arc::new(Mutex::new(Some(Worker {
+        cfg: cfg.clone(),
+        policy,
+        db,
+        topics: topics.clone(),
+        decoders,
+        parts: BTreeMap::new(),
+        paused: BTreeSet::new(),
+        producer,
+        restorer,
+        shared: shared.clone(),
+        rt: rt.clone(),
+        encoding,
+        fatal: None,
+        last_commit: Instant::now(),
+        outbox_pending: 0,
+    })));
+    let mut cc = client_config(&cfg, Role::Consumer);
+    cc.set("group.id", &cfg.kafka.group_id);
+    for (k, v) in [
+        ("enable.auto.commit", "false"),
+        ("enable.auto.offset.store", "false"),
+        ("auto.offset.reset", "earliest"),
+        ("partition.assignment.strategy", "range"),
+        ("isolation.level", "read_committed"),
+    ] {
+        if cc.get(k).is_none() {
+            cc.set(k, v);
+        }
+    }
+    let consumer: BaseConsumer<Ctx> = cc
+        .create_with_context(Ctx {
+            worker: worker.clone(),
+        })
+        .map_err(kafka("creating the consumer"))?;
+    let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&refs)
+        .map_err(kafka("subscribing to the input topics"))?;
+    info!(group = %cfg.kafka.group_id, "consuming");
+
+    let tick_every = Duration::from_millis(cfg.ticks.interval_ms);
+    let lag_every = Duration::from_millis(cfg.metrics.lag_interval_ms.max(100));
+    let kpi_every = Duration::from_millis(cfg.metrics.kpi_interval_ms.max(100));
+    let (mut last_tick, mut last_lag, mut last_kpi) =
+        (Instant::now(), Instant::now(), Instant::now());
+    let mut processed_before = 0u64;
+    let result = loop {
+        shared.beat();
+        if shutdown.is_cancelled() {
+            break Ok(());
+        }
+        let msg = consumer.poll(Duration::from_millis(50));
+        let mut guard = worker.lock().expect("worker lock not poisoned");
+        let w = guard.as_mut().expect("worker present while running");
+        if let Some(e) = w.fatal.take() {
+            break Err(e);
+        }
+        match msg {
+            Some(Ok(m)) => {
+                w.on_message(&m);
+                // Drain what is already fetched before the next release.
+                for _ in 0..500 {
+                    match consumer.poll(Duration::ZERO) {
+                        Some(Ok(m)) => w.on_message(&m),
+                        Some(Err(e)) => {
+                            warn!(error = %e, "consumer error");
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+            }
+            Some(Err(e)) => warn!(error = %e, "consumer error"),
+            None => {}
+        }
+        if let Err(e) = w.step(&consumer, false) {
+            break Err(e);
+        }
+        if !tick_every.is_zero() && last_tick.elapsed() >= tick_every {
+            w.produce_ticks(&consumer);
+            last_tick = Instant::now();
+        }
+        if last_lag.elapsed() >= lag_every {
+            w.update_lag();
+            last_lag = Instant::now();
+        }
+        if last_kpi.elapsed() >= kpi_every {
+            if let Err(e) = w.update_kpis() {
+                warn!(error = %e, "cannot compute the KPIs");
+            }
+            last_kpi = Instant::now();
+        }
+        processed_before = shared.metrics.processed_events.get();
+    };
+    // Drain: commit what was handed on and deliver the outbox within the bound.
+    let drain = Duration::from_millis(cfg.shutdown.drain_timeout_ms);
+    let deadline = Instant::now() + drain;
+    let mut drained = true;
+    {
+        let mut guard = worker.lock().expect("worker lock not poisoned");
+        if let Some(w) = guard.as_mut() {
+            let ids: Vec<i32> = w.parts.keys().copied().collect();
+            for &p in &ids {
+                if let Err(e) = w.commit_partition(p) {
+                    error!(error = %e, partition = p, "cannot commit on shutdown");
+                    drained = false;
+                }
+            }
+            for &p in &ids {
+                drained &= w.deliver(p, deadline);
+            }
+            w.commit_kafka_offsets(&consumer, None);
+            let _ = w
+                .producer
+                .flush(deadline.saturating_duration_since(Instant::now()));
+            w.refresh_gauges();
+        }
+        // Leave the group without running the revoke path again.
+        *guard = None;
+    }
+    drop(consumer);
+    result?;
+    if !drained {
+        return Err(ServiceError::DrainTimeout(drain));
+    }
+    info!("drained");
+    Ok(RunSummary {
+        processed: processed_before,
+    })
+}
