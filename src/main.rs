@@ -682,7 +682,7 @@ fn service_config(a: &RunArgs) -> Result<ServiceConfig> {
 fn run_service(a: RunArgs) -> Result<()> {
     let cfg = service_config(&a)?;
     if a.print_config {
-        print!("{}", cfg.to_toml());
+        print!("{}", cfg.redacted().to_toml());
         return Ok(());
     }
     let policy = load_policy_and_model(cfg.policy.as_deref(), cfg.model.as_deref())?;

@@ -582,6 +582,17 @@ fn set_key_path(key: &str) -> Result<Vec<String>, String> {
 /// Applies one environment or flag value to the merged tree after checking that its key
 /// exists and the value has the right type.
 fn apply(tree: &mut Table, defaults: &Table, path: &[String], raw: &str) -> Result<(), String> {
+    for n in 1..path.len() {
+        if let Some(v) = get_in(defaults, &path[..n]) {
+            if !v.is_table() {
+                return Err(format!(
+                    "`{}` is a single setting, not a section; it has no key `{}`",
+                    dotted(&path[..n]),
+                    dotted(&path[n..])
+                ));
+            }
+        }
+    }
     let default = get_in(defaults, path);
     if let Some(Value::Table(_)) = default {
         return Err(format!(
@@ -606,7 +617,7 @@ fn apply(tree: &mut Table, defaults: &Table, path: &[String], raw: &str) -> Resu
     set_in(&mut alone, path, probe);
     Value::Table(alone)
         .try_into::<Config>()
-        .map_err(|e| format!("key `{}`: {}", dotted(path), e.to_string().trim()))?;
+        .map_err(|e| format!("key `{}`: {}", dotted(path), e.message()))?;
     match (value, default) {
         (Some(v), _) => set_in(tree, path, v),
         (None, Some(d)) => set_in(tree, path, d.clone()),
@@ -811,11 +822,15 @@ impl Config {
         }
 
         let inputs = [
-            ("repair_orders", &self.input.repair_orders),
-            ("visits", &self.input.visits),
-            ("contracts", &self.input.contracts),
+            (
+                "repair_orders",
+                &self.input.repair_orders,
+                InputKind::RepairOrder,
+            ),
+            ("visits", &self.input.visits, InputKind::Visit),
+            ("contracts", &self.input.contracts, InputKind::Contract),
         ];
-        for (name, t) in &inputs {
+        for (name, t, kind) in &inputs {
             let key = format!("input.{name}.topic");
             if let Some(p) = topic_name_problem(&t.topic) {
                 problems.push(format!("{} {p}", at(&key)));
@@ -824,16 +839,21 @@ impl Config {
             let format_key = format!("input.{name}.format");
             match (t.format, t.confluent_schema_ids.is_empty()) {
                 (InputFormat::Confluent, true) => problems.push(format!(
-                    "{ids_key} is empty but {} is \"confluent\": map every schema id the \
+                    "`{ids_key}` is empty but {} is \"confluent\": map every schema id the \
                      topic's producers use to its record kind, e.g. \
-                     `[{ids_key}]` `17 = \"repair_order\"`",
-                    at(&format_key)
+                     `[{ids_key}]` `17 = \"{}\"`",
+                    at(&format_key),
+                    kind.type_name()
                 )),
                 (InputFormat::Json | InputFormat::Avro, false) => problems.push(format!(
-                    "{ids_key} is only used with format \"confluent\" but {} is {:?}; \
+                    "`{ids_key}` is only used with format \"confluent\" but {} is \"{}\"; \
                      remove the ids or change the format",
                     at(&format_key),
-                    t.format
+                    if t.format == InputFormat::Json {
+                        "json"
+                    } else {
+                        "avro"
+                    }
                 )),
                 _ => {}
             }
@@ -869,7 +889,7 @@ impl Config {
                 problems.push(format!("{} {p}", at(key)));
                 continue;
             }
-            for (name, t) in &inputs {
+            for (name, t, _) in &inputs {
                 if t.topic == **topic {
                     problems.push(format!(
                         "{} and {} are both `{topic}`: churnwatch must not read what it \
@@ -1264,7 +1284,10 @@ mod tests {
         let m = from_env(&[("CHURNWATCH__INPUT__VISITS__TOPIC__NAME", "x")])
             .unwrap_err()
             .to_string();
-        assert!(m.contains("input.visits.topic.name"), "{m}");
+        assert!(
+            m.contains("`input.visits.topic` is a single setting"),
+            "{m}"
+        );
     }
 
     #[test]
@@ -1427,8 +1450,9 @@ mod tests {
         let e = from_sets(&["input.visits.format=confluent"]).unwrap_err();
         let ps = problems(e);
         assert!(
-            ps[0].contains("input.visits.confluent_schema_ids is empty")
-                && ps[0].contains("(from --set input.visits.format)"),
+            ps[0].contains("`input.visits.confluent_schema_ids` is empty")
+                && ps[0].contains("(from --set input.visits.format)")
+                && ps[0].contains("`17 = \"visit\"`"),
             "{ps:?}"
         );
         let ps = problems(
@@ -1448,9 +1472,7 @@ mod tests {
             "{all}"
         );
         assert!(
-            all.contains(
-                "input.contracts.confluent_schema_ids is only used with format \"confluent\""
-            ),
+            all.contains("`input.contracts.confluent_schema_ids` is only used with format \"confluent\" but `input.contracts.format` (default) is \"json\""),
             "{all}"
         );
         let c = from_file(
@@ -1622,36 +1644,5 @@ mod tests {
         assert_eq!(c.kafka.bootstrap_servers, "kafka:9092");
         assert_eq!(c.kafka.properties["security.protocol"], "PLAINTEXT");
         assert_eq!(c.admin.listen, "0.0.0.0:9464");
-    }
-}
-#[cfg(test)]
-mod scratch {
-    use super::*;
-    #[test]
-    fn show() {
-        let e = |v: &[(&str, &str)], s: &[&str], f: Option<&str>| {
-            let r = Config::from_layers(
-                f.map(|t| ("f.toml", t)),
-                v.iter()
-                    .map(|(a, b)| (a.to_string(), b.to_string()))
-                    .collect::<Vec<_>>(),
-                &s.iter().map(|x| x.to_string()).collect::<Vec<_>>(),
-            );
-            match r {
-                Ok(_) => println!("OK\n"),
-                Err(e) => println!("{e}\n"),
-            }
-        };
-        e(&[("CHURNWATCH__KAFKA__GRUP_ID", "x")], &[], None);
-        e(&[("CHURNWATCH__OUTPUT__PARTITIONS", "six")], &[], None);
-        e(&[], &["input.align_wait_ms=-1"], None);
-        e(&[], &["input.visits.format=xml"], None);
-        e(&[], &["input.visits.topic.name=x"], None);
-        e(&[], &["kafka.properties=x"], None);
-        e(&[], &[], Some("[kafka]\ngrup_id = 1\n"));
-        e(&[], &[], Some("[output]\nstatus_topic = \"visits\"\npartitions = 0\n[input.visits]\nformat=\"confluent\"\n"));
-        print!("{}", Config::default().to_toml());
-        let c = Config::load(Some(Path::new("deploy/churnwatch.toml")), vec![], &[]).unwrap();
-        print!("{}", c.to_toml());
     }
 }

@@ -71,11 +71,14 @@ pub enum ChangelogRecord {
         /// Commit sequence number.
         seq: u64,
         /// Engine meta.
-        meta: EngineMeta,
+        meta: Box<EngineMeta>,
         /// Next offset to read per input topic.
         offsets: Vec<(String, i64)>,
     },
 }
+
+/// One commit's outbox entries (key, record), in order, with its sequence number.
+pub type OutboxBatch = (u64, Vec<(Vec<u8>, Outgoing)>);
 
 /// The progress record kept in the partition's tree.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -123,6 +126,7 @@ pub struct Buffered {
 
 /// A decoded input record, or a rejected one.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // valid records are the common case; boxing them costs more
 pub enum Item {
     /// A valid record (possibly with dropped fields to note).
     Input {
@@ -421,7 +425,7 @@ impl Partition {
             key: b"m".to_vec(),
             value: encode(&ChangelogRecord::Meta {
                 seq,
-                meta: dirty.meta.clone(),
+                meta: Box::new(dirty.meta.clone()),
                 offsets: offsets.clone(),
             }),
             headers: Vec::new(),
@@ -443,8 +447,8 @@ impl Partition {
     }
 
     /// Committed outbox entries, by commit sequence, in order.
-    pub fn outbox(&self) -> Result<Vec<(u64, Vec<(Vec<u8>, Outgoing)>)>, StoreError> {
-        let mut by_seq: Vec<(u64, Vec<(Vec<u8>, Outgoing)>)> = Vec::new();
+    pub fn outbox(&self) -> Result<Vec<OutboxBatch>, StoreError> {
+        let mut by_seq: Vec<OutboxBatch> = Vec::new();
         for (k, v) in self.store.kv().scan_prefix(b"o/")? {
             if k.len() != 14 {
                 return Err(StoreError::Corrupt {
@@ -504,7 +508,7 @@ pub fn restore_from_changelog(
     records: impl IntoIterator<Item = ChangelogRecord>,
     end: i64,
 ) -> Result<usize, StoreError> {
-    let mut meta: Option<(u64, EngineMeta, Vec<(String, i64)>)> = None;
+    let mut meta: Option<(u64, Box<EngineMeta>, Progress)> = None;
     // customer → (latest state with seq ≤ a meta seen so far, newest state overall)
     let mut customers: BTreeMap<String, (u64, Box<CustomerState>)> = BTreeMap::new();
     let mut newer: BTreeMap<String, (u64, Box<CustomerState>)> = BTreeMap::new();
@@ -528,16 +532,16 @@ pub fn restore_from_changelog(
                     let v = newer.remove(&k).expect("listed");
                     customers.insert(k, v);
                 }
-                meta = Some((seq, m, offsets));
+                meta = Some((seq, m, Progress { seq, offsets }));
             }
         }
     }
     for (k, v) in newer {
         customers.entry(k).or_insert(v);
     }
-    let (seq, meta, offsets) = meta.unwrap_or_default();
+    let (_, meta, progress) = meta.unwrap_or_default();
     let mut dirty = Dirty {
-        meta,
+        meta: *meta,
         ..Dirty::default()
     };
     for (_, (_, state)) in customers {
@@ -547,7 +551,7 @@ pub fn restore_from_changelog(
         dirty.customers.push(*state);
     }
     let n = dirty.customers.len();
-    let progress = encode(&Progress { seq, offsets });
+    let progress = encode(&progress);
     store.commit_with(
         &dirty,
         &[
@@ -686,10 +690,12 @@ mod tests {
         let mut p = open(dir.path());
         p.sources[1].high_watermark = 0;
         push(&mut p, 0, 0, visit("e1", "C1", "2024-01-01T10:00:00Z"));
+        // A day later: stream time passes e1, so C1's state changes.
+        push(&mut p, 0, 1, visit("e0", "C2", "2024-01-02T10:00:00Z"));
         push(
             &mut p,
             0,
-            1,
+            2,
             Item::Dead {
                 code: "malformed".into(),
                 reason: "not JSON".into(),
@@ -714,7 +720,8 @@ mod tests {
         drop(p);
         let p = open(dir.path());
         assert_eq!(p.seq, seq);
-        assert_eq!(p.offsets(), vec![("a".into(), 2), ("b".into(), 0)]);
+        assert_eq!(p.offsets(), vec![("a".into(), 3), ("b".into(), 0)]);
+        assert_eq!(p.engine.pending_events(), 1, "C2's visit waits in the meta");
         assert!(has_state(&p.store).unwrap());
     }
 
@@ -739,7 +746,7 @@ mod tests {
             },
             ChangelogRecord::Meta {
                 seq: 1,
-                meta: meta.clone(),
+                meta: Box::new(meta),
                 offsets: vec![("a".into(), 7)],
             },
             // Commit 2 never completed (no meta): its C1 is ignored, its C2 (nothing

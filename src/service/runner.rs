@@ -832,12 +832,14 @@ impl Worker {
         let mut timers = 0usize;
         for part in self.parts.values() {
             let c = part.engine.counters();
-            for i in 0..4 {
-                lvl[i] += c.customers_by_level[i];
-                life[i] += c.customers_by_lifecycle[i];
+            for (a, b) in lvl.iter_mut().zip(c.customers_by_level) {
+                *a += b;
             }
-            for i in 0..3 {
-                tier[i] += c.customers_by_tier[i];
+            for (a, b) in life.iter_mut().zip(c.customers_by_lifecycle) {
+                *a += b;
+            }
+            for (a, b) in tier.iter_mut().zip(c.customers_by_tier) {
+                *a += b;
             }
             timers += part.engine.timers_pending();
         }
