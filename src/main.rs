@@ -736,11 +736,14 @@ fn demo_kafka(customers: u64, dir: Option<PathBuf>) -> Result<()> {
             tmp.path().to_path_buf()
         }
     };
+    // History up to today, so that the live ticks (wall-clock time) continue it.
+    let today = chrono::Utc::now().date_naive();
     let gen = GenConfig {
         customers: customers.min(500),
         dealers: 5,
         years: 3,
         seed: 7,
+        start: Ts::from_date(today - chrono::Months::new(36)),
         ..GenConfig::default()
     };
     println!(
@@ -791,25 +794,27 @@ fn demo_kafka(customers: u64, dir: Option<PathBuf>) -> Result<()> {
         running.admin_addr
     );
     let started = std::time::Instant::now();
-    let metrics = running.shared.metrics.clone();
-    loop {
-        std::thread::sleep(std::time::Duration::from_millis(500));
-        let done = metrics.processed_events.get();
-        let outbox = metrics.outbox_pending.get();
-        if done >= b.records && outbox == 0 && started.elapsed().as_secs() >= 3 {
-            break;
+    let shared = running.shared.clone();
+    let mut stable = 0;
+    while stable < 3 {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        if shared.caught_up() && shared.metrics.processed_events.get() >= b.records {
+            stable += 1;
+        } else {
+            stable = 0;
         }
         if started.elapsed() > std::time::Duration::from_secs(180) {
             bail!(
-                "the service processed only {done} of {} records in 180 s",
+                "the service processed only {} of {} records in 180 s",
+                shared.metrics.processed_events.get(),
                 b.records
             );
         }
     }
     let secs = started.elapsed().as_secs_f64();
-    let body = metrics.render();
-    let published = running.shared.published();
+    let body = shared.metrics.render();
     let summary = running.stop()?;
+    let published = shared.published();
     println!(
         "   processed {} records in {secs:.1} s; drained and stopped",
         summary.processed
@@ -838,7 +843,7 @@ fn demo_kafka(customers: u64, dir: Option<PathBuf>) -> Result<()> {
         changes.len()
     );
     for s in samples {
-        println!("{s}");
+        println!("   {s}");
     }
     println!("== topic {dead_topic}: {} dead letters", dead.len());
     println!("== a few metrics from /metrics");
