@@ -694,14 +694,14 @@ fn service_on_tansu_with_kcat_and_prometheus_matches_replay() {
             TcpStream::connect(&bs).ok()
         },
     );
-    let all_topics: Vec<String> = input_topics(&cfg)
-        .into_iter()
-        .chain([
-            out.status_topic.clone(),
-            out.changelog_topic.clone(),
-            out.dead_letter_topic.clone(),
-        ])
-        .collect();
+    // Input topics by hand (as an operator would); the service creates its output
+    // topics itself (output.create_topics, through the admin API).
+    let all_topics: Vec<String> = input_topics(&cfg);
+    let output_topics = [
+        out.status_topic.clone(),
+        out.changelog_topic.clone(),
+        out.dead_letter_topic.clone(),
+    ];
     for t in &all_topics {
         run(
             Command::new(&tools.tansu).args([
@@ -787,7 +787,7 @@ fn service_on_tansu_with_kcat_and_prometheus_matches_replay() {
             .args(["--admin-listen", "127.0.0.1:0", "--log", "churnwatch=debug"])
             .args([
                 "--set",
-                "output.create_topics=false",
+                "output.create_topics=true",
                 "--set",
                 "ticks.interval_ms=0",
                 "--set",
@@ -855,6 +855,28 @@ fn service_on_tansu_with_kcat_and_prometheus_matches_replay() {
     phases.mark("service caught up");
     let ready = ureq::get(&format!("http://{admin}/readyz")).call().unwrap();
     assert_eq!(ready.status(), 200, "ready once caught up");
+    // The service created its output topics: the changelog mirrors the 6 input
+    // partitions, the others have output.partitions (default 6).
+    let md: Value = serde_json::from_slice(&run(
+        tools.kcat().args(["-L", "-J", "-b", &bs]),
+        None,
+        Duration::from_secs(20),
+        "kcat -L",
+    ))
+    .unwrap();
+    for t in &output_topics {
+        let found = md["topics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["topic"] == t.as_str())
+            .unwrap_or_else(|| panic!("output topic {t} was not created: {md}"));
+        assert_eq!(
+            found["partitions"].as_array().unwrap().len(),
+            PARTITIONS as usize,
+            "{t}"
+        );
+    }
     let processed = metric(&admin, "churnwatch_processed_events_total").unwrap();
     assert_eq!(
         processed as u64,

@@ -376,3 +376,47 @@ fn sigkill_mid_stream_then_restart_loses_and_duplicates_nothing() {
     let got = changes_by_id(&bs, h.expected.len());
     assert_same(&h, &got);
 }
+
+#[test]
+fn missing_output_topics_and_uneven_inputs_are_refused_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+    for t in ["repair-orders", "visits", "contracts"] {
+        cluster.create_topic(t, 4, 1).unwrap();
+    }
+    cluster.create_topic("visits-3", 3, 1).unwrap();
+    let bs = cluster.bootstrap_servers();
+    // (Creating missing output topics is exercised against tansu in tests/e2e_tansu.rs:
+    // the mock cluster does not implement CreateTopics.)
+    let cfg = config(&bs, &dir.path().join("a"));
+    let e = start(cfg, Policy::default())
+        .unwrap()
+        .wait()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("output topics missing")
+            && e.contains("customer-status")
+            && e.contains("create_topics"),
+        "{e}"
+    );
+    let mut cfg = config(&bs, &dir.path().join("b"));
+    cfg.input.visits.topic = "visits-3".into();
+    let e = start(cfg, Policy::default())
+        .unwrap()
+        .wait()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("co-partitioned") && e.contains("visits-3"),
+        "{e}"
+    );
+    let mut cfg = config(&bs, &dir.path().join("c"));
+    cfg.input.contracts.topic = "no-such-topic".into();
+    let e = start(cfg, Policy::default())
+        .unwrap()
+        .wait()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`no-such-topic` does not exist"), "{e}");
+}

@@ -220,7 +220,8 @@ pub struct OutputConfig {
     pub changelog_topic: String,
     /// Create missing output topics at start-up. Default true.
     pub create_topics: bool,
-    /// Partitions of created topics. Default 6.
+    /// Partitions of a created status or dead-letter topic (a created changelog topic
+    /// always gets the input topics' count). Default 6.
     pub partitions: i32,
     /// Replication factor of created topics. Default 1.
     pub replication_factor: i32,

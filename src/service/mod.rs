@@ -58,6 +58,12 @@ impl Running {
         result
     }
 
+    /// Whether the processing loop has ended (after a stop, or on a fatal error that
+    /// [`Running::wait`] returns).
+    pub fn is_finished(&self) -> bool {
+        self.processing.is_finished()
+    }
+
     /// Cancels and waits: a graceful stop with a drain.
     pub fn stop(self) -> Result<RunSummary, ServiceError> {
         self.shutdown.cancel();

@@ -1019,10 +1019,12 @@ fn prepare_topics(
     }
     let n = n.expect("at least one input topic");
     let out = &cfg.output;
+    // The changelog must mirror the input partitions; the status and dead-letter
+    // topics take output.partitions.
     let wanted = [
-        (out.status_topic.as_str(), n, true),
+        (out.status_topic.as_str(), out.partitions, true),
         (out.changelog_topic.as_str(), n, true),
-        (out.dead_letter_topic.as_str(), n, false),
+        (out.dead_letter_topic.as_str(), out.partitions, false),
     ];
     let mut missing = Vec::new();
     for (t, parts, _) in &wanted {
@@ -1065,7 +1067,14 @@ fn prepare_topics(
         })
         .collect();
     let res = rt
-        .block_on(admin.create_topics(new.iter(), &AdminOptions::new()))
+        .block_on(
+            admin.create_topics(
+                new.iter(),
+                &AdminOptions::new()
+                    .request_timeout(Some(Duration::from_secs(30)))
+                    .operation_timeout(Some(Duration::from_secs(30))),
+            ),
+        )
         .map_err(kafka("creating the output topics"))?;
     for r in res {
         if let Err((t, e)) = r {
