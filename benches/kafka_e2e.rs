@@ -176,17 +176,15 @@ fn main() {
                     .payload(&line),
             ) {
                 Ok(()) => break,
-                Err((_, r)) => {
-                    let _ = r;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
+                // Queue full: wait for deliveries, then build the record again.
+                Err(_) => std::thread::sleep(Duration::from_millis(1)),
             }
         }
         // Read what has arrived meanwhile (the reader's queue is bounded).
         while let Some(Ok(_m)) = reader.poll(Duration::ZERO) {}
     }
     producer.flush(Duration::from_secs(30)).unwrap();
-    let _ = reader.unsubscribe();
+    reader.unsubscribe();
     drop(reader);
     // Read the status topic again from the start and pick the live changes.
     std::thread::sleep(Duration::from_secs(2));
