@@ -1,7 +1,7 @@
 //! End-to-end throughput and latency of the Kafka service on librdkafka's in-process
 //! mock cluster (a real Kafka-protocol broker on loopback).
 //!
-//! `cargo bench --bench kafka_e2e [-- CUSTOMERS [LIVE_SECONDS [LIVE_RATE]]]`
+//! `cargo bench --bench kafka_e2e [-- CUSTOMERS [LIVE_SECONDS [LIVE_RATE [PARTITIONS]]]]`
 //!
 //! 1. *Throughput*: a generated history (CUSTOMERS × 3 years, default 20,000) is
 //!    produced to the input topics first; the service then consumes it. Reported:
@@ -26,7 +26,12 @@ use rdkafka::{ClientConfig, Message};
 use std::io::BufRead;
 use std::time::{Duration, Instant};
 
-const PARTITIONS: i32 = 6;
+/// Partitions per topic. librdkafka's mock cluster keeps at most 5 MB (and 100,000
+/// message sets) per partition and drops older data, so the default keeps every
+/// partition of a 20,000-customer history below that.
+fn partitions() -> i32 {
+    arg(3, 24) as i32
+}
 
 fn arg(i: usize, default: u64) -> u64 {
     std::env::args()
@@ -86,13 +91,14 @@ fn main() {
 
     // 1. Throughput over a backlog.
     let probe = config("", tmp.path());
-    let cluster = mock_cluster(&probe, PARTITIONS).unwrap();
+    let cluster = mock_cluster(&probe, partitions()).unwrap();
     let bs = cluster.bootstrap_servers();
     let cfg = config(&bs, &tmp.path().join("state"));
-    let b = backfill_jsonl(&cfg, &events, PARTITIONS).unwrap();
+    let b = backfill_jsonl(&cfg, &events, partitions()).unwrap();
     println!(
-        "backlog: {} records ({customers} customers x 3 years) in {PARTITIONS} partitions",
-        b.records
+        "backlog: {} records ({customers} customers x 3 years) in {} partitions",
+        b.records,
+        partitions()
     );
     let running = start(cfg, Policy::default()).unwrap();
     let m = running.shared.metrics.clone();
@@ -114,12 +120,12 @@ fn main() {
     drop(cluster);
 
     // 2. Latency of live events.
-    let cluster = mock_cluster(&probe, PARTITIONS).unwrap();
+    let cluster = mock_cluster(&probe, partitions()).unwrap();
     let bs = cluster.bootstrap_servers();
     let mut cfg = config(&bs, &tmp.path().join("live-state"));
     cfg.ticks.interval_ms = 1000;
     cfg.state.commit_interval_ms = 100;
-    backfill_jsonl(&cfg, &events, PARTITIONS).unwrap();
+    backfill_jsonl(&cfg, &events, partitions()).unwrap();
     let mut policy = Policy::default();
     policy.stream.allowed_lateness_minutes = 0;
     let running = start(cfg.clone(), policy).unwrap();
@@ -156,6 +162,7 @@ fn main() {
     }
     let live_start = Ts(chrono::Utc::now().timestamp_millis());
     let total = live_secs * live_rate;
+    println!("live: producing {total} visits at {live_rate}/s");
     let interval = Duration::from_secs_f64(1.0 / live_rate as f64);
     let begun = Instant::now();
     for n in 0..total {

@@ -214,7 +214,8 @@ pub fn read_topic(
 }
 
 /// Starts librdkafka's in-process mock cluster (a real Kafka-protocol broker on a
-/// loopback port) with `cfg`'s input and output topics, `partitions` each.
+/// loopback port) with `cfg`'s input and output topics, `partitions` each. It keeps at
+/// most 5 MB per partition (older records are dropped): size demos and tests below.
 pub fn mock_cluster(
     cfg: &Config,
     partitions: i32,
