@@ -364,6 +364,23 @@ fn sigkill_mid_stream_then_restart_loses_and_duplicates_nothing() {
     // Ready once every partition is restored.
     let r = ureq::get(&format!("http://{addr}/readyz")).call().unwrap();
     assert_eq!(r.status(), 200);
+    // /customers/{id} answers from the live service's store.
+    let some = h.expected.values().next().unwrap()["customer_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let body: serde_json::Value = serde_json::from_str(
+        &ureq::get(&format!("http://{addr}/customers/{some}"))
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(body["customer_id"], some.as_str());
+    assert!(body["published"]["level"].is_string(), "{body}");
+    let missing = ureq::get(&format!("http://{addr}/customers/NO-SUCH-CUSTOMER")).call();
+    assert!(matches!(missing, Err(ureq::Error::Status(404, _))));
     // SIGTERM drains and exits 0.
     let pid = child.id().to_string();
     assert!(std::process::Command::new("kill")
@@ -419,4 +436,198 @@ fn missing_output_topics_and_uneven_inputs_are_refused_with_a_clear_message() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("`no-such-topic` does not exist"), "{e}");
+}
+
+/// Produces `h`'s history with each input topic in its own encoding: repair orders as
+/// plain Avro datums, visits in the Confluent wire format (schema id 7 = visit, 9 =
+/// tick), contracts as JSON. Lines that do not encode are sent as they are (they
+/// become dead letters, as in `replay`).
+fn backfill_encoded(bs: &str, h: &History) {
+    use churnwatch::avro::{encode_input, InputKind};
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let producer: ThreadedProducer<DefaultProducerContext> = client(bs).create().unwrap();
+    let send =
+        |topic: &str, key: Option<&str>, partition: Option<i32>, value: Vec<u8>, tick: bool| {
+            let mut rec: BaseRecord<'_, str, Vec<u8>> = BaseRecord::to(topic).payload(&value);
+            if let Some(k) = key {
+                rec = rec.key(k);
+            }
+            if let Some(p) = partition {
+                rec = rec.partition(p);
+            }
+            if tick {
+                rec = rec.headers(OwnedHeaders::new().insert(Header {
+                    key: "churnwatch-record",
+                    value: Some("tick"),
+                }));
+            }
+            producer.send(rec).map_err(|(e, _)| e).unwrap();
+            producer.poll(Duration::ZERO);
+        };
+    let confluent = |id: u8, datum: Vec<u8>| {
+        let mut v = vec![0, 0, 0, 0, id];
+        v.extend(datum);
+        v
+    };
+    for line in std::fs::read_to_string(&h.events).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+        let key = v["customer_id"].as_str();
+        let raw = line.as_bytes().to_vec();
+        match v["type"].as_str() {
+            Some("tick") => {
+                for p in 0..PARTITIONS {
+                    let ro = encode_input(&v, InputKind::Tick).unwrap();
+                    send("repair-orders", None, Some(p), ro.clone(), true);
+                    send("visits", None, Some(p), confluent(9, ro), true);
+                    send("contracts", None, Some(p), raw.clone(), true);
+                }
+            }
+            Some("repair_order") if key.is_some() => {
+                let value = encode_input(&v, InputKind::RepairOrder).unwrap_or(raw);
+                send("repair-orders", key, None, value, false);
+            }
+            Some("contract") if key.is_some() => send("contracts", key, None, raw, false),
+            _ if key.is_some() => {
+                let value = encode_input(&v, InputKind::Visit)
+                    .map(|d| confluent(7, d))
+                    .unwrap_or(raw);
+                send("visits", key, None, value, false);
+            }
+            _ => send("visits", None, Some(0), raw, false),
+        }
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
+}
+
+#[test]
+fn avro_and_confluent_inputs_with_avro_output_give_the_same_changes() {
+    use churnwatch::service::codec::{decode_change, ChangeEncoding};
+    use churnwatch::service::config::{InputFormat, OutputFormat};
+    let h = history(200, 14);
+    let probe = config("", &h.dir.join("s"));
+    let cluster = mock_cluster(&probe, PARTITIONS).unwrap();
+    let bs = cluster.bootstrap_servers();
+    backfill_encoded(&bs, &h);
+    let mut cfg = config(&bs, &h.dir.join("state"));
+    cfg.input.repair_orders.format = InputFormat::Avro;
+    cfg.input.visits.format = InputFormat::Confluent;
+    cfg.input.visits.confluent_schema_ids = [
+        ("7".to_string(), "visit".to_string()),
+        ("9".to_string(), "tick".to_string()),
+    ]
+    .into_iter()
+    .collect();
+    cfg.output.format = OutputFormat::Avro;
+    let running = start(cfg, Policy::default()).unwrap();
+    wait_caught_up(&[&running], Duration::from_secs(120));
+    let published = running.shared.published();
+    running.stop().unwrap();
+    let msgs = read_topic(
+        &client(&bs),
+        "customer-status",
+        Duration::from_secs(60),
+        |m| m.len() as u64 >= published.changes,
+    )
+    .unwrap();
+    let mut got = BTreeMap::new();
+    for m in &msgs {
+        let c = decode_change(m.payload().unwrap(), ChangeEncoding::Avro).unwrap();
+        got.insert(c.event_id.clone(), serde_json::to_value(&c).unwrap());
+    }
+    assert_same(&h, &got);
+}
+
+#[test]
+fn wall_clock_ticks_fire_timers_on_quiet_partitions() {
+    // A history that ended years ago and nothing since: only ticks move stream time.
+    let h = history(100, 15);
+    let probe = config("", &h.dir.join("s"));
+    let cluster = mock_cluster(&probe, PARTITIONS).unwrap();
+    let bs = cluster.bootstrap_servers();
+    let mut cfg = config(&bs, &h.dir.join("state"));
+    backfill(&cfg, &h);
+    cfg.ticks.interval_ms = 200;
+    let running = start(cfg, Policy::default()).unwrap();
+    let started = Instant::now();
+    while running.shared.metrics.ticks_consumed.get() < 2 * 3 * PARTITIONS as u64 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "ticks never came back"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_caught_up(&[&running], Duration::from_secs(60));
+    assert!(running.shared.metrics.ticks_produced.get() >= 3 * PARTITIONS as u64);
+    let published = running.shared.published();
+    running.stop().unwrap();
+    let got = changes_by_id(&bs, published.changes as usize);
+    // Timers fired after the end of the history, up to the wall clock: customers who
+    // simply stopped coming reached the last lifecycle stage.
+    let end = h.cutoff;
+    let later: Vec<&serde_json::Value> = got
+        .values()
+        .filter(|v| {
+            v["trigger"] == "timer"
+                && Ts::parse_rfc3339(v["event_time"].as_str().unwrap()).unwrap() > end
+        })
+        .collect();
+    assert!(!later.is_empty(), "no timer fired after the history");
+    assert!(
+        later.iter().any(|v| v["lifecycle"] == "fully_churned"),
+        "years of silence end in fully_churned"
+    );
+    // Everything up to the end of the history is still exactly replay's.
+    let before: BTreeMap<String, serde_json::Value> = got
+        .into_iter()
+        .filter(|(_, v)| Ts::parse_rfc3339(v["event_time"].as_str().unwrap()).unwrap() <= end)
+        .collect();
+    assert_same(&h, &before);
+}
+
+#[test]
+fn a_second_signal_exits_at_once_when_the_drain_hangs() {
+    let h = history(300, 16);
+    let probe = config("", &h.dir.join("s"));
+    let cluster = mock_cluster(&probe, PARTITIONS).unwrap();
+    let bs = cluster.bootstrap_servers();
+    backfill(&config(&bs, &h.dir.join("s")), &h);
+    let state = h.dir.join("svc");
+    let port_file = h.dir.join("admin.addr");
+    let mut child = spawn_service(&bs, &state, &port_file);
+    let addr = admin_addr(&port_file);
+    let started = Instant::now();
+    while metric(&addr, "churnwatch_processed_events_total").unwrap_or(0.0) < 300.0 {
+        assert!(started.elapsed() < Duration::from_secs(60), "no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The broker goes away mid-stream: deliveries now wait for their deadline.
+    cluster.broker_down(1).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = child.id().to_string();
+    let term = || {
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+    };
+    term();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "still draining (broker down)"
+    );
+    let sent = Instant::now();
+    term();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(5),
+            "the second signal did not exit at once"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(130), "{status:?}");
 }
