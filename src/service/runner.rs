@@ -21,7 +21,7 @@ use crate::service::partition::{
 };
 use crate::store::{open_sled_db, SledTreeKv, Store, StoreError};
 use crate::time::Ts;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -275,8 +275,6 @@ impl ConsumerContext for Ctx {
             }
         }
     }
-
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, _: &Rebalance<'_>) {}
 }
 
 fn tree_name(p: i32) -> String {
@@ -925,9 +923,8 @@ impl Worker {
         Ok(())
     }
 
-    fn produce_ticks<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>) {
+    fn produce_ticks(&self) {
         let time = Ts(now_ms()).to_rfc3339();
-        let _ = consumer;
         for p in self.parts.keys() {
             for (i, topic) in self.topics.iter().enumerate() {
                 let d = &self.decoders[i];
@@ -965,11 +962,7 @@ fn decoder(
         InputFormat::Avro => Encoding::Avro(kind),
         InputFormat::Confluent => Encoding::Confluent,
     };
-    Ok(TopicDecoder::new(
-        &t.topic,
-        enc,
-        t.confluent_schema_ids.iter(),
-    )?)
+    Ok(TopicDecoder::new(&t.topic, enc, t.schema_kinds())?)
 }
 
 fn client_config(cfg: &Config, role: Role) -> ClientConfig {
@@ -1227,7 +1220,7 @@ pub fn run(
             break Err(e);
         }
         if !tick_every.is_zero() && last_tick.elapsed() >= tick_every {
-            w.produce_ticks(&consumer);
+            w.produce_ticks();
             last_tick = Instant::now();
         }
         if last_lag.elapsed() >= lag_every {
