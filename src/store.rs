@@ -74,44 +74,6 @@ pub trait Kv: Send + Sync {
     fn size_on_disk(&self) -> u64;
 }
 
-/// sled-backed key-value storage.
-pub struct SledKv {
-    db: sled::Db,
-}
-
-impl Kv for SledKv {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.db.get(key)?.map(|v| v.to_vec()))
-    }
-
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, StoreError> {
-        self.db
-            .scan_prefix(prefix)
-            .map(|r| {
-                r.map(|(k, v)| (k.to_vec(), v.to_vec()))
-                    .map_err(StoreError::from)
-            })
-            .collect()
-    }
-
-    fn apply(&self, ops: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        for (k, v) in ops {
-            match v {
-                Some(v) => batch.insert(k, v),
-                None => batch.remove(k),
-            }
-        }
-        self.db.apply_batch(batch)?;
-        self.db.flush()?;
-        Ok(())
-    }
-
-    fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
-    }
-}
-
 /// One named sled tree of a shared database (the Kafka service keeps one per input
 /// partition, so each partition's commit is one atomic batch of its own).
 pub struct SledTreeKv {
@@ -119,7 +81,18 @@ pub struct SledTreeKv {
     tree: sled::Tree,
 }
 
+/// sled-backed key-value storage: the database's default tree (file replay).
+pub type SledKv = SledTreeKv;
+
 impl SledTreeKv {
+    /// The default tree of `db`.
+    pub fn default_tree(db: sled::Db) -> Self {
+        SledTreeKv {
+            tree: (*db).clone(),
+            db,
+        }
+    }
+
     /// Opens (or creates) the tree `name` in `db`.
     pub fn open(db: &sled::Db, name: &str) -> Result<Self, StoreError> {
         Ok(SledTreeKv {
@@ -295,9 +268,7 @@ impl SledStore {
     /// opening waits up to [`LOCK_WAIT`] for the lock before reporting that another
     /// process holds it.
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
-        Store::with_kv(SledKv {
-            db: open_sled_db(dir)?,
-        })
+        Store::with_kv(SledTreeKv::default_tree(open_sled_db(dir)?))
     }
 }
 

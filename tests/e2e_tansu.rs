@@ -21,11 +21,10 @@
 //! does not arise; a restart from committed offsets is covered by tests/kafka.rs
 //! against librdkafka's mock cluster.
 
-use churnwatch::generate::{generate, GenConfig};
-use churnwatch::policy::Policy;
-use churnwatch::replay::{replay, ReplayOptions};
+mod common;
+
 use churnwatch::service::config::Config;
-use churnwatch::time::Ts;
+use common::{assert_same, history};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -299,87 +298,6 @@ fn free_port() -> u16 {
 
 // ---------------------------------------------------------------------------------
 // The history and what replay makes of it
-
-struct History {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    events: PathBuf,
-    /// Stream time after the final tick less the allowed lateness: the changes the
-    /// live path has finalised.
-    cutoff: Ts,
-    /// Replay's status changes up to the cutoff, by event id.
-    expected: BTreeMap<String, Value>,
-    /// Replay's dead letters as (error code as the service names it, raw record).
-    dead: Vec<(String, String)>,
-}
-
-fn history(customers: u64, seed: u64) -> History {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    let g = generate(
-        &GenConfig {
-            customers,
-            dealers: 3,
-            years: 2,
-            seed,
-            // Events beyond the allowed lateness are judged against each engine's own
-            // stream time, which differs between one file and per-partition streams.
-            late_rate: 0.0,
-            ..GenConfig::default()
-        },
-        &dir.join("history"),
-        &mut |_| {},
-    )
-    .unwrap();
-    let events = g
-        .files
-        .iter()
-        .find(|f| f.extension().is_some_and(|e| e == "jsonl"))
-        .unwrap()
-        .clone();
-    let mut opts = ReplayOptions::new(
-        vec![events.clone()],
-        dir.join("replay-store"),
-        dir.join("replay.jsonl"),
-    );
-    opts.dead_letter = dir.join("replay-dead.jsonl");
-    opts.fresh = true;
-    replay(&opts, &mut |_| {}).unwrap();
-    let lateness = Policy::default().stream.allowed_lateness_minutes as i64 * 60_000;
-    let cutoff = Ts(g.end.0 - lateness);
-    let mut expected = BTreeMap::new();
-    for line in std::fs::read_to_string(dir.join("replay.jsonl"))
-        .unwrap()
-        .lines()
-    {
-        let v: Value = serde_json::from_str(line).unwrap();
-        if Ts::parse_rfc3339(v["event_time"].as_str().unwrap()).unwrap() <= cutoff {
-            expected.insert(v["event_id"].as_str().unwrap().to_string(), v);
-        }
-    }
-    assert!(expected.len() > 100, "the history yields status changes");
-    let mut dead = Vec::new();
-    for line in std::fs::read_to_string(&opts.dead_letter).unwrap().lines() {
-        let v: Value = serde_json::from_str(line).unwrap();
-        // The service names a dropped field `field_dropped`, as replay's outcome.
-        let code = if v["outcome"] == "field_dropped" {
-            "field_dropped"
-        } else {
-            v["code"].as_str().unwrap()
-        };
-        dead.push((code.to_string(), v["raw"].as_str().unwrap().to_string()));
-    }
-    dead.sort();
-    assert!(!dead.is_empty(), "the generated history has dirty lines");
-    History {
-        _tmp: tmp,
-        dir,
-        events,
-        cutoff,
-        expected,
-        dead,
-    }
-}
 
 // ---------------------------------------------------------------------------------
 // Producing the history with kcat
@@ -984,33 +902,4 @@ fn service_on_tansu_with_kcat_and_prometheus_matches_replay() {
         processed,
         phases.report()
     );
-}
-
-fn assert_same(h: &History, got: &BTreeMap<String, Value>) {
-    for (id, v) in got {
-        let t = Ts::parse_rfc3339(v["event_time"].as_str().unwrap()).unwrap();
-        assert!(t <= h.cutoff, "change {id} after the cutoff");
-    }
-    let missing: Vec<&Value> = h
-        .expected
-        .iter()
-        .filter(|(k, _)| !got.contains_key(*k))
-        .map(|(_, v)| v)
-        .take(3)
-        .collect();
-    let extra: Vec<&Value> = got
-        .iter()
-        .filter(|(k, _)| !h.expected.contains_key(*k))
-        .map(|(_, v)| v)
-        .take(3)
-        .collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "tansu vs replay: {} expected, {} got; missing e.g. {missing:?}, extra e.g. {extra:?}",
-        h.expected.len(),
-        got.len(),
-    );
-    for (id, want) in &h.expected {
-        assert_eq!(&got[id], want, "change {id}: tansu vs replay");
-    }
 }

@@ -4,83 +4,20 @@
 //! the service process mid-stream followed by a restart — no loss, no duplicates
 //! (except identical re-deliveries).
 
-use churnwatch::generate::{generate, GenConfig};
+mod common;
+
 use churnwatch::policy::Policy;
-use churnwatch::replay::{replay, ReplayOptions};
 use churnwatch::service::config::Config;
 use churnwatch::service::io::{backfill_jsonl, mock_cluster, read_topic, Backfill};
 use churnwatch::service::{start, Running};
 use churnwatch::time::Ts;
+use common::{assert_same, history, History};
 use rdkafka::Message;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 const PARTITIONS: i32 = 6;
-
-struct History {
-    _dir: tempfile::TempDir,
-    dir: PathBuf,
-    events: PathBuf,
-    /// Stream time after the final tick: the changes the live path has finalised.
-    cutoff: Ts,
-    /// Replay's status changes up to the cutoff, by event id (JSON values).
-    expected: BTreeMap<String, serde_json::Value>,
-}
-
-fn history(customers: u64, seed: u64) -> History {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    let g = generate(
-        &GenConfig {
-            customers,
-            dealers: 3,
-            years: 2,
-            seed,
-            // Events later than the allowed lateness are classified by each engine's
-            // own stream time, which differs between one global file and per-partition
-            // streams; equivalence is about everything within the lateness.
-            late_rate: 0.0,
-            ..GenConfig::default()
-        },
-        &dir.join("history"),
-        &mut |_| {},
-    )
-    .unwrap();
-    let events = g
-        .files
-        .iter()
-        .find(|f| f.extension().is_some_and(|e| e == "jsonl"))
-        .unwrap()
-        .clone();
-    let mut opts = ReplayOptions::new(
-        vec![events.clone()],
-        dir.join("replay-store"),
-        dir.join("replay.jsonl"),
-    );
-    opts.fresh = true;
-    replay(&opts, &mut |_| {}).unwrap();
-    let lateness = Policy::default().stream.allowed_lateness_minutes as i64 * 60_000;
-    let cutoff = Ts(g.end.0 - lateness);
-    let mut expected = BTreeMap::new();
-    for line in std::fs::read_to_string(dir.join("replay.jsonl"))
-        .unwrap()
-        .lines()
-    {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        if Ts::parse_rfc3339(v["event_time"].as_str().unwrap()).unwrap() <= cutoff {
-            expected.insert(v["event_id"].as_str().unwrap().to_string(), v);
-        }
-    }
-    assert!(expected.len() > 100, "the history yields status changes");
-    History {
-        _dir: tmp,
-        dir,
-        events,
-        cutoff,
-        expected,
-    }
-}
 
 fn config(bootstrap: &str, state: &Path) -> Config {
     let mut cfg = Config::default();
@@ -148,33 +85,6 @@ fn changes_by_id(bootstrap: &str, min: usize) -> BTreeMap<String, serde_json::Va
         by_id.insert(id, v);
     }
     by_id
-}
-
-fn assert_same(h: &History, got: &BTreeMap<String, serde_json::Value>) {
-    for (id, v) in got {
-        let t = Ts::parse_rfc3339(v["event_time"].as_str().unwrap()).unwrap();
-        assert!(t <= h.cutoff, "change {id} after the cutoff");
-    }
-    let missing: Vec<_> = h
-        .expected
-        .keys()
-        .filter(|k| !got.contains_key(*k))
-        .take(3)
-        .collect();
-    let extra: Vec<_> = got
-        .keys()
-        .filter(|k| !h.expected.contains_key(*k))
-        .take(3)
-        .collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "kafka vs replay: {} expected, {} got; missing e.g. {:?}, extra e.g. {:?}",
-        h.expected.len(),
-        got.len(),
-        missing.iter().map(|k| &h.expected[*k]).collect::<Vec<_>>(),
-        extra.iter().map(|k| &got[*k]).collect::<Vec<_>>()
-    );
-    assert_eq!(&h.expected, got);
 }
 
 fn backfill(cfg: &Config, h: &History) -> Backfill {

@@ -261,11 +261,6 @@ impl Partition {
             .collect()
     }
 
-    /// Records buffered across the sources.
-    pub fn buffered(&self) -> usize {
-        self.sources.iter().map(|s| s.queue.len()).sum()
-    }
-
     /// Queues one record read from source `src`.
     pub fn push(&mut self, src: usize, b: Buffered) {
         let s = &mut self.sources[src];
