@@ -64,6 +64,9 @@ pub enum ServiceError {
         /// Cause.
         source: std::io::Error,
     },
+    /// The processing thread panicked (a bug: please report it with the log).
+    #[error("the processing thread panicked; state up to the last commit is safe in sled, restart to resume")]
+    Panicked,
     /// Shutdown did not finish within the drain bound.
     #[error("shutdown did not finish within {0:?}: some outputs stay in the outbox and are sent on the next start")]
     DrainTimeout(Duration),
