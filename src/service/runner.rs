@@ -89,6 +89,7 @@ pub struct Shared {
     changes_published: AtomicU64,
     dead_published: AtomicU64,
     caught_up: AtomicBool,
+    caught_up_seen: AtomicU64,
 }
 
 /// Records acknowledged by the broker so far.
@@ -119,6 +120,7 @@ impl Shared {
             changes_published: AtomicU64::new(0),
             dead_published: AtomicU64::new(0),
             caught_up: AtomicBool::new(false),
+            caught_up_seen: AtomicU64::new(0),
         }
     }
 
@@ -126,6 +128,13 @@ impl Shared {
     /// delivered (false while owning none).
     pub fn caught_up(&self) -> bool {
         self.caught_up.load(Ordering::Relaxed)
+    }
+
+    /// How many times the processing loop found itself caught up so far: with ticks
+    /// flowing, `caught_up` is true only between a commit and the next tick, so
+    /// "caught up since" is best asked as "did this number grow".
+    pub fn caught_up_seen(&self) -> u64 {
+        self.caught_up_seen.load(Ordering::Relaxed)
     }
 
     /// Records acknowledged by the broker so far (re-deliveries count again).
@@ -624,6 +633,9 @@ impl Worker {
                     })
             });
         self.shared.caught_up.store(caught, Ordering::Relaxed);
+        if caught {
+            self.shared.caught_up_seen.fetch_add(1, Ordering::Relaxed);
+        }
         self.shared.metrics.caught_up.set(i64::from(caught));
         Ok(())
     }
