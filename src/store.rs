@@ -76,6 +76,7 @@ pub trait Kv: Send + Sync {
 
 /// One named sled tree of a shared database (the Kafka service keeps one per input
 /// partition, so each partition's commit is one atomic batch of its own).
+#[derive(Clone)]
 pub struct SledTreeKv {
     db: sled::Db,
     tree: sled::Tree,
@@ -208,7 +209,8 @@ impl Kv for MemKv {
     }
 }
 
-/// The churnwatch store over a key-value backend.
+/// The churnwatch store over a key-value backend (cloning shares the backend).
+#[derive(Clone)]
 pub struct Store<K: Kv = SledKv> {
     kv: K,
 }

@@ -99,10 +99,22 @@ fn kafka_path_gives_the_same_status_changes_as_replay() {
     let probe = config("", &h.dir.join("s"));
     let cluster = mock_cluster(&probe, PARTITIONS).unwrap();
     let bs = cluster.bootstrap_servers();
-    let cfg = config(&bs, &h.dir.join("state"));
+    let mut cfg = config(&bs, &h.dir.join("state"));
+    cfg.metrics.kpi_interval_ms = 100;
     backfill(&cfg, &h);
     let running = start(cfg, Policy::default()).unwrap();
     wait_caught_up(&[&running], Duration::from_secs(120));
+    // The KPI task has computed the users' KPIs per dealer from the stored states.
+    let started = Instant::now();
+    while !running
+        .shared
+        .metrics
+        .render()
+        .contains("churnwatch_effective_customers{dealer=\"D0001\"}")
+    {
+        assert!(started.elapsed() < Duration::from_secs(10), "no KPI gauges");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let published = running.shared.published();
     running.stop().unwrap();
     let got = changes_by_id(&bs, published.changes as usize);

@@ -111,6 +111,27 @@ pub fn start(cfg: config::Config, policy: Policy) -> Result<Running, ServiceErro
         admin::serve(listener, metrics, state, shutdown.clone()),
         rt.handle(),
     );
+    // The KPIs scan every stored customer: a blocking task of their own, off the
+    // processing thread.
+    let kpi_every = std::time::Duration::from_millis(cfg.metrics.kpi_interval_ms.max(100));
+    let (kpi_shared, kpi_stop) = (shared.clone(), shutdown.clone());
+    tracker.spawn_on(
+        async move {
+            loop {
+                tokio::select! {
+                    _ = kpi_stop.cancelled() => break,
+                    _ = tokio::time::sleep(kpi_every) => {}
+                }
+                let s = kpi_shared.clone();
+                match tokio::task::spawn_blocking(move || s.update_kpis()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "cannot compute the KPIs"),
+                    Err(e) => tracing::warn!(error = %e, "the KPI task failed"),
+                }
+            }
+        },
+        rt.handle(),
+    );
     let cfg = Arc::new(cfg);
     let (s, t, h) = (shared.clone(), shutdown.clone(), rt.handle().clone());
     let processing = std::thread::Builder::new()

@@ -150,6 +150,30 @@ impl Shared {
             .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
+    /// Recomputes the KPI gauges (effective customers and monthly effective churn rate
+    /// per dealer) from the committed states of the owned partitions, at the latest
+    /// stream time among them. A full scan: it runs off the processing thread.
+    pub fn update_kpis(&self) -> Result<(), StoreError> {
+        // A snapshot of the handles, so that the scan does not hold the lock the
+        // processing thread takes at every commit.
+        let parts: Vec<(Option<Ts>, Store<SledTreeKv>)> = self
+            .parts
+            .read()
+            .expect("not poisoned")
+            .values()
+            .map(|p| (p.watermark, p.store.clone()))
+            .collect();
+        let Some(at) = parts.iter().filter_map(|(w, _)| *w).max() else {
+            return Ok(());
+        };
+        let mut acc = KpiAccumulator::new(at);
+        for (_, store) in &parts {
+            store.for_each_customer(|s| acc.add(&s))?;
+        }
+        self.metrics.set_kpis(&acc.finish());
+        Ok(())
+    }
+
     /// Partitions assigned and how many of them are ready.
     pub fn partitions(&self) -> (usize, usize) {
         let p = self.parts.read().expect("not poisoned");
@@ -923,21 +947,6 @@ impl Worker {
         }
     }
 
-    fn update_kpis(&self) -> Result<(), ServiceError> {
-        let at = self
-            .parts
-            .values()
-            .filter_map(|p| p.engine.watermark())
-            .max();
-        let Some(at) = at else { return Ok(()) };
-        let mut acc = KpiAccumulator::new(at);
-        for part in self.parts.values() {
-            part.store.for_each_customer(|s| acc.add(&s))?;
-        }
-        self.shared.metrics.set_kpis(&acc.finish());
-        Ok(())
-    }
-
     fn produce_ticks(&self) {
         let time = Ts(now_ms()).to_rfc3339();
         for p in self.parts.keys() {
@@ -1198,9 +1207,7 @@ pub fn run(
 
     let tick_every = Duration::from_millis(cfg.ticks.interval_ms);
     let lag_every = Duration::from_millis(cfg.metrics.lag_interval_ms.max(100));
-    let kpi_every = Duration::from_millis(cfg.metrics.kpi_interval_ms.max(100));
-    let (mut last_tick, mut last_lag, mut last_kpi) =
-        (Instant::now(), Instant::now(), Instant::now());
+    let (mut last_tick, mut last_lag) = (Instant::now(), Instant::now());
     let mut processed_before = 0u64;
     let result = loop {
         shared.beat();
@@ -1241,12 +1248,6 @@ pub fn run(
         if last_lag.elapsed() >= lag_every {
             w.update_lag(&consumer);
             last_lag = Instant::now();
-        }
-        if last_kpi.elapsed() >= kpi_every {
-            if let Err(e) = w.update_kpis() {
-                warn!(error = %e, "cannot compute the KPIs");
-            }
-            last_kpi = Instant::now();
         }
         processed_before = shared.metrics.processed_events.get();
     };
