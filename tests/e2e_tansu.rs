@@ -288,6 +288,31 @@ fn wait_for(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     }
 }
 
+/// Asserts, from kcat's view of the broker's metadata, that every topic exists with
+/// `PARTITIONS` partitions.
+fn assert_topics(tools: &Tools, bs: &str, topics: &[String]) {
+    let md: Value = serde_json::from_slice(&run(
+        tools.kcat().args(["-L", "-J", "-b", bs]),
+        None,
+        Duration::from_secs(20),
+        "kcat -L",
+    ))
+    .unwrap();
+    for t in topics {
+        let found = md["topics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["topic"] == t.as_str())
+            .unwrap_or_else(|| panic!("topic {t} not in the broker's metadata: {md}"));
+        assert_eq!(
+            found["partitions"].as_array().unwrap().len(),
+            PARTITIONS as usize,
+            "partitions of {t}"
+        );
+    }
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -636,26 +661,7 @@ fn service_on_tansu_with_kcat_and_prometheus_matches_replay() {
             &format!("tansu topic create {t}"),
         );
     }
-    let md: Value = serde_json::from_slice(&run(
-        tools.kcat().args(["-L", "-J", "-b", &bs]),
-        None,
-        Duration::from_secs(20),
-        "kcat -L",
-    ))
-    .unwrap();
-    for t in &all_topics {
-        let found = md["topics"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|x| x["topic"] == t.as_str())
-            .unwrap_or_else(|| panic!("topic {t} not in the broker's metadata: {md}"));
-        assert_eq!(
-            found["partitions"].as_array().unwrap().len(),
-            PARTITIONS as usize,
-            "partitions of {t}"
-        );
-    }
+    assert_topics(&tools, &bs, &all_topics);
     phases.mark("broker and topics");
 
     // The history, produced with kcat, read back: complete and co-partitioned.
@@ -775,26 +781,7 @@ fn service_on_tansu_with_kcat_and_prometheus_matches_replay() {
     assert_eq!(ready.status(), 200, "ready once caught up");
     // The service created its output topics: the changelog mirrors the 6 input
     // partitions, the others have output.partitions (default 6).
-    let md: Value = serde_json::from_slice(&run(
-        tools.kcat().args(["-L", "-J", "-b", &bs]),
-        None,
-        Duration::from_secs(20),
-        "kcat -L",
-    ))
-    .unwrap();
-    for t in &output_topics {
-        let found = md["topics"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|x| x["topic"] == t.as_str())
-            .unwrap_or_else(|| panic!("output topic {t} was not created: {md}"));
-        assert_eq!(
-            found["partitions"].as_array().unwrap().len(),
-            PARTITIONS as usize,
-            "{t}"
-        );
-    }
+    assert_topics(&tools, &bs, &output_topics);
     let processed = metric(&admin, "churnwatch_processed_events_total").unwrap();
     assert_eq!(
         processed as u64,

@@ -14,7 +14,7 @@ use churnwatch::time::Ts;
 use common::{assert_same, history, History};
 use rdkafka::Message;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const PARTITIONS: i32 = 6;
@@ -243,27 +243,54 @@ fn metric(addr: &str, name: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-#[test]
-fn sigkill_mid_stream_then_restart_loses_and_duplicates_nothing() {
-    let h = history(300, 13);
+/// A mock cluster holding a generated history, and the service binary running on it
+/// until it has processed at least `progress` records.
+struct ServiceProcess {
+    h: History,
+    cluster: rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    bs: String,
+    state: PathBuf,
+    port_file: PathBuf,
+    child: std::process::Child,
+}
+
+fn service_process(seed: u64, progress: f64) -> ServiceProcess {
+    let h = history(300, seed);
     let probe = config("", &h.dir.join("s"));
     let cluster = mock_cluster(&probe, PARTITIONS).unwrap();
     let bs = cluster.bootstrap_servers();
     backfill(&config(&bs, &h.dir.join("s")), &h);
     let state = h.dir.join("svc");
     let port_file = h.dir.join("admin.addr");
-    let mut child = spawn_service(&bs, &state, &port_file);
+    let child = spawn_service(&bs, &state, &port_file);
     let addr = admin_addr(&port_file);
-    // Kill it once it has published some, but not all, status changes.
     let started = Instant::now();
-    loop {
-        let n = metric(&addr, "churnwatch_processed_events_total").unwrap_or(0.0);
-        if n >= 2000.0 {
-            break;
-        }
+    while metric(&addr, "churnwatch_processed_events_total").unwrap_or(0.0) < progress {
         assert!(started.elapsed() < Duration::from_secs(60), "no progress");
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(5));
     }
+    ServiceProcess {
+        h,
+        cluster,
+        bs,
+        state,
+        port_file,
+        child,
+    }
+}
+
+#[test]
+fn sigkill_mid_stream_then_restart_loses_and_duplicates_nothing() {
+    // Kill it once it has processed some, but not all, records.
+    let ServiceProcess {
+        h,
+        cluster: _cluster,
+        bs,
+        state,
+        port_file,
+        mut child,
+        ..
+    } = service_process(13, 2000.0);
     child.kill().unwrap();
     child.wait().unwrap();
     std::fs::remove_file(&port_file).unwrap();
@@ -519,20 +546,9 @@ fn wall_clock_ticks_fire_timers_on_quiet_partitions() {
 
 #[test]
 fn a_second_signal_exits_at_once_when_the_drain_hangs() {
-    let h = history(300, 16);
-    let probe = config("", &h.dir.join("s"));
-    let cluster = mock_cluster(&probe, PARTITIONS).unwrap();
-    let bs = cluster.bootstrap_servers();
-    backfill(&config(&bs, &h.dir.join("s")), &h);
-    let state = h.dir.join("svc");
-    let port_file = h.dir.join("admin.addr");
-    let mut child = spawn_service(&bs, &state, &port_file);
-    let addr = admin_addr(&port_file);
-    let started = Instant::now();
-    while metric(&addr, "churnwatch_processed_events_total").unwrap_or(0.0) < 300.0 {
-        assert!(started.elapsed() < Duration::from_secs(60), "no progress");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let ServiceProcess {
+        cluster, mut child, ..
+    } = service_process(16, 300.0);
     // The broker goes away mid-stream: deliveries now wait for their deadline.
     cluster.broker_down(1).unwrap();
     std::thread::sleep(Duration::from_millis(500));
