@@ -72,6 +72,8 @@ pub trait Kv: Send + Sync {
     fn apply(&self, ops: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<(), StoreError>;
     /// Bytes used on disk (0 in memory).
     fn size_on_disk(&self) -> u64;
+    /// Removes every key, durably.
+    fn clear(&self) -> Result<(), StoreError>;
 }
 
 /// One named sled tree of a shared database (the Kafka service keeps one per input
@@ -100,13 +102,6 @@ impl SledTreeKv {
             db: db.clone(),
             tree: db.open_tree(name)?,
         })
-    }
-
-    /// Removes every key of the tree.
-    pub fn clear(&self) -> Result<(), StoreError> {
-        self.tree.clear()?;
-        self.tree.flush()?;
-        Ok(())
     }
 }
 
@@ -140,6 +135,12 @@ impl Kv for SledTreeKv {
 
     fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
+    }
+
+    fn clear(&self) -> Result<(), StoreError> {
+        self.tree.clear()?;
+        self.tree.flush()?;
+        Ok(())
     }
 }
 
@@ -206,6 +207,11 @@ impl Kv for MemKv {
 
     fn size_on_disk(&self) -> u64 {
         0
+    }
+
+    fn clear(&self) -> Result<(), StoreError> {
+        self.map.lock().expect("store lock").clear();
+        Ok(())
     }
 }
 
@@ -301,6 +307,16 @@ impl<K: Kv> Store<K> {
             )])?,
         }
         Ok(Store { kv })
+    }
+
+    /// Removes everything (customers, timers, meta, progress and any other keys),
+    /// keeping the store usable: the format version is written again.
+    pub fn clear(&self) -> Result<(), StoreError> {
+        self.kv.clear()?;
+        self.kv.apply(vec![(
+            FORMAT_KEY.to_vec(),
+            Some(FORMAT_VERSION.to_be_bytes().to_vec()),
+        )])
     }
 
     /// The engine meta, if any was committed.
@@ -458,6 +474,20 @@ mod tests {
     #[test]
     fn memory_round_trip() {
         round_trip(MemStore::in_memory());
+    }
+
+    #[test]
+    fn clear_empties_the_store_and_keeps_it_usable() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        s.commit(&dirty(), &[("replay", b"pos".to_vec())]).unwrap();
+        s.clear().unwrap();
+        assert!(s.load_meta().unwrap().is_none());
+        assert!(s.load_timers().unwrap().is_empty());
+        assert!(s.load_progress("replay").unwrap().is_none());
+        drop(s);
+        // Still a valid store (format version present).
+        round_trip(SledStore::open(dir.path()).unwrap());
     }
 
     #[test]

@@ -179,7 +179,12 @@ fn two_instances_share_the_partitions_and_give_the_same_union() {
     assert_same(&h, &got);
 }
 
-fn spawn_service(bs: &str, state: &Path, port_file: &Path) -> std::process::Child {
+fn spawn_service(
+    bs: &str,
+    state: &Path,
+    port_file: &Path,
+    env: &[(&str, &str)],
+) -> std::process::Child {
     std::process::Command::new(env!("CARGO_BIN_EXE_churnwatch"))
         .args([
             "run",
@@ -206,6 +211,7 @@ fn spawn_service(bs: &str, state: &Path, port_file: &Path) -> std::process::Chil
         ])
         .env("CHURNWATCH_LOG", "info")
         .env("CHURNWATCH__ADMIN__PORT_FILE", port_file)
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::from(
             std::fs::File::create(state.with_extension("log")).unwrap(),
@@ -254,7 +260,7 @@ struct ServiceProcess {
     child: std::process::Child,
 }
 
-fn service_process(seed: u64, progress: f64) -> ServiceProcess {
+fn service_process(seed: u64, progress: f64, env: &[(&str, &str)]) -> ServiceProcess {
     let h = history(300, seed);
     let probe = config("", &h.dir.join("s"));
     let cluster = mock_cluster(&probe, PARTITIONS).unwrap();
@@ -262,7 +268,7 @@ fn service_process(seed: u64, progress: f64) -> ServiceProcess {
     backfill(&config(&bs, &h.dir.join("s")), &h);
     let state = h.dir.join("svc");
     let port_file = h.dir.join("admin.addr");
-    let child = spawn_service(&bs, &state, &port_file);
+    let child = spawn_service(&bs, &state, &port_file, env);
     let addr = admin_addr(&port_file);
     let started = Instant::now();
     while metric(&addr, "churnwatch_processed_events_total").unwrap_or(0.0) < progress {
@@ -290,11 +296,11 @@ fn sigkill_mid_stream_then_restart_loses_and_duplicates_nothing() {
         port_file,
         mut child,
         ..
-    } = service_process(13, 2000.0);
+    } = service_process(13, 2000.0, &[]);
     child.kill().unwrap();
     child.wait().unwrap();
     std::fs::remove_file(&port_file).unwrap();
-    let mut child = spawn_service(&bs, &state, &port_file);
+    let mut child = spawn_service(&bs, &state, &port_file, &[]);
     let addr = admin_addr(&port_file);
     let started = Instant::now();
     let mut stable = 0;
@@ -343,6 +349,15 @@ fn sigkill_mid_stream_then_restart_loses_and_duplicates_nothing() {
     assert_same(&h, &got);
 }
 
+/// The error a service with this config stops with.
+fn refusal(cfg: Config) -> String {
+    start(cfg, Policy::default())
+        .unwrap()
+        .wait()
+        .unwrap_err()
+        .to_string()
+}
+
 #[test]
 fn missing_output_topics_and_uneven_inputs_are_refused_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
@@ -355,11 +370,7 @@ fn missing_output_topics_and_uneven_inputs_are_refused_with_a_clear_message() {
     // (Creating missing output topics is exercised against tansu in tests/e2e_tansu.rs:
     // the mock cluster does not implement CreateTopics.)
     let cfg = config(&bs, &dir.path().join("a"));
-    let e = start(cfg, Policy::default())
-        .unwrap()
-        .wait()
-        .unwrap_err()
-        .to_string();
+    let e = refusal(cfg);
     assert!(
         e.contains("output topics missing")
             && e.contains("customer-status")
@@ -368,22 +379,14 @@ fn missing_output_topics_and_uneven_inputs_are_refused_with_a_clear_message() {
     );
     let mut cfg = config(&bs, &dir.path().join("b"));
     cfg.input.visits.topic = "visits-3".into();
-    let e = start(cfg, Policy::default())
-        .unwrap()
-        .wait()
-        .unwrap_err()
-        .to_string();
+    let e = refusal(cfg);
     assert!(
         e.contains("co-partitioned") && e.contains("visits-3"),
         "{e}"
     );
     let mut cfg = config(&bs, &dir.path().join("c"));
     cfg.input.contracts.topic = "no-such-topic".into();
-    let e = start(cfg, Policy::default())
-        .unwrap()
-        .wait()
-        .unwrap_err()
-        .to_string();
+    let e = refusal(cfg);
     assert!(e.contains("`no-such-topic` does not exist"), "{e}");
 }
 
@@ -547,8 +550,11 @@ fn wall_clock_ticks_fire_timers_on_quiet_partitions() {
 #[test]
 fn a_second_signal_exits_at_once_when_the_drain_hangs() {
     let ServiceProcess {
-        cluster, mut child, ..
-    } = service_process(16, 300.0);
+        h: _history,
+        cluster,
+        mut child,
+        ..
+    } = service_process(16, 300.0, &[]);
     // The broker goes away mid-stream: deliveries now wait for their deadline.
     cluster.broker_down(1).unwrap();
     std::thread::sleep(Duration::from_millis(500));
@@ -578,4 +584,47 @@ fn a_second_signal_exits_at_once_when_the_drain_hangs() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(status.code(), Some(130), "{status:?}");
+}
+
+#[test]
+fn with_the_broker_gone_one_signal_drains_within_its_bound_and_exits_1() {
+    let ServiceProcess {
+        h: _history,
+        cluster,
+        mut child,
+        state,
+        ..
+    } = service_process(
+        17,
+        300.0,
+        &[("CHURNWATCH__SHUTDOWN__DRAIN_TIMEOUT_MS", "2000")],
+    );
+    cluster.broker_down(1).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let sent = Instant::now();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if sent.elapsed() > Duration::from_secs(6) {
+            let _ = child.kill();
+            panic!(
+                "the drain bound (2 s) was not kept; log:\n{}",
+                std::fs::read_to_string(state.with_extension("log")).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Not drained (the outbox waits for the next start): exit 1, not the watchdog's 130.
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "{status:?} after {:?}",
+        sent.elapsed()
+    );
 }

@@ -101,45 +101,29 @@ impl TopicDecoder {
         }
     }
 
-    /// Encodes a tick at `time` (RFC 3339) for this topic: the value, and whether the
-    /// tick header must be set.
-    pub fn encode_tick(&self, time: &str) -> Vec<u8> {
+    /// Encodes a tick at `time` (RFC 3339) for this topic (to be sent with the tick
+    /// header); None for a Confluent topic that maps no schema id to `tick`.
+    pub fn encode_tick(&self, time: &str) -> Option<Vec<u8>> {
         let json = serde_json::json!({"type": "tick", "event_time": time});
+        let datum = || {
+            crate::avro::encode_input(&json, InputKind::Tick)
+                .expect("a tick with a valid time always encodes")
+        };
         match self.encoding {
-            Encoding::Json => json.to_string().into_bytes(),
-            Encoding::Avro(_) => crate::avro::encode_input(&json, InputKind::Tick)
-                .expect("a tick with a valid time always encodes"),
+            Encoding::Json => Some(json.to_string().into_bytes()),
+            Encoding::Avro(_) => Some(datum()),
             Encoding::Confluent => {
                 let id = self
                     .ids
                     .iter()
                     .filter(|(_, k)| **k == InputKind::Tick)
                     .map(|(id, _)| *id)
-                    .min();
-                let body = crate::avro::encode_input(&json, InputKind::Tick)
-                    .expect("a tick with a valid time always encodes");
-                match id {
-                    Some(id) => {
-                        let mut v = vec![0u8];
-                        v.extend_from_slice(&id.to_be_bytes());
-                        v.extend_from_slice(&body);
-                        v
-                    }
-                    // No tick schema id mapped: fall back to a plain datum marked by the
-                    // header, which `decode` does not accept for confluent topics; the
-                    // caller checks `can_tick` first.
-                    None => body,
-                }
+                    .min()?;
+                let mut v = vec![0u8];
+                v.extend_from_slice(&id.to_be_bytes());
+                v.extend_from_slice(&datum());
+                Some(v)
             }
-        }
-    }
-
-    /// Whether tick records can be written to this topic (a Confluent topic needs a
-    /// schema id mapped to `tick`).
-    pub fn can_tick(&self) -> bool {
-        match self.encoding {
-            Encoding::Confluent => self.ids.values().any(|k| *k == InputKind::Tick),
-            _ => true,
         }
     }
 }
@@ -215,8 +199,7 @@ mod tests {
             TopicDecoder::new("t", Encoding::Avro(InputKind::Visit), Default::default()).unwrap(),
             TopicDecoder::new("t", Encoding::Confluent, m.clone()).unwrap(),
         ] {
-            assert!(d.can_tick());
-            let v = d.encode_tick("2024-05-01T00:00:00Z");
+            let v = d.encode_tick("2024-05-01T00:00:00Z").unwrap();
             let input = d.decode(Some(&v), true).unwrap().input;
             assert!(matches!(input, Input::Tick(_)), "{:?}", d.encoding());
         }
@@ -226,7 +209,7 @@ mod tests {
     fn bad_records_say_what_is_wrong() {
         let m = ids(&[(7, InputKind::Visit)]);
         let c = TopicDecoder::new("t", Encoding::Confluent, m.clone()).unwrap();
-        assert!(!c.can_tick());
+        assert!(c.encode_tick("2024-05-01T00:00:00Z").is_none());
         let e = c.decode(Some(&[1, 2]), false).unwrap_err();
         assert!(e.to_string().contains("Confluent wire format"), "{e}");
         let e = c.decode(Some(&[0, 0, 0, 0, 8, 1]), false).unwrap_err();

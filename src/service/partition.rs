@@ -248,11 +248,6 @@ impl Partition {
         })
     }
 
-    /// Whether any offset was ever committed for this partition.
-    pub fn has_progress(&self) -> Result<bool, StoreError> {
-        Ok(self.store.load_progress(PROGRESS)?.is_some())
-    }
-
     /// The committed offsets (next to read) per topic.
     pub fn offsets(&self) -> Vec<(String, i64)> {
         self.sources
@@ -347,10 +342,9 @@ impl Partition {
         let Item::Input { input, issues, raw } = b.item else {
             unreachable!("dead letters are released before")
         };
-        let topic = self.sources[src].topic.clone();
         for issue in &issues {
             self.pending_out.push(dead_record(
-                &topic,
+                &self.sources[src].topic,
                 self.id,
                 b.offset,
                 "field_dropped",
@@ -360,9 +354,10 @@ impl Partition {
             ));
             r.dead.push((src, "field_dropped".into()));
         }
+        let counts = |c: &crate::engine::Counters| (c.duplicates, c.late);
         let (type_name, before) = match &input {
             Input::Tick(_) => ("tick", None),
-            Input::Event(e) => (e.type_name(), Some(self.engine.counters().clone())),
+            Input::Event(e) => (e.type_name(), Some(counts(self.engine.counters()))),
         };
         if b.ts_ms.is_some() {
             self.latest_ts = b.ts_ms;
@@ -373,11 +368,11 @@ impl Partition {
         r.engine_seconds.push(started.elapsed().as_secs_f64());
         let outcome = match before {
             None => "tick",
-            Some(c) => {
-                let now = self.engine.counters();
-                if now.duplicates > c.duplicates {
+            Some((duplicates, late)) => {
+                let (d, l) = counts(self.engine.counters());
+                if d > duplicates {
                     "duplicate"
-                } else if now.late > c.late {
+                } else if l > late {
                     "late"
                 } else {
                     "ok"

@@ -250,7 +250,10 @@ struct Worker {
     encoding: ChangeEncoding,
     fatal: Option<ServiceError>,
     last_commit: Instant,
-    outbox_pending: usize,
+    /// Outbox entries not yet acknowledged, per partition.
+    outbox_pending: BTreeMap<i32, usize>,
+    shutdown: CancellationToken,
+    draining: bool,
 }
 
 struct Ctx {
@@ -368,23 +371,26 @@ impl Worker {
         parts: &BTreeSet<i32>,
     ) -> Result<BTreeMap<(String, i32), Offset>, ServiceError> {
         let mut offsets = BTreeMap::new();
+        let reader: BaseConsumer = self
+            .restorer
+            .create()
+            .map_err(kafka("creating the changelog reader"))?;
         for &p in parts {
             let span = info_span!("partition", partition = p);
             let _g = span.enter();
             if self.parts.contains_key(&p) {
                 continue;
             }
-            let kv = SledTreeKv::open(&self.db, &tree_name(p))?;
-            let store = Store::with_kv(kv)?;
+            let store = Store::with_kv(SledTreeKv::open(&self.db, &tree_name(p))?)?;
             self.shared.parts.write().expect("not poisoned").insert(
                 p,
                 PartView {
-                    store: Store::with_kv(SledTreeKv::open(&self.db, &tree_name(p))?)?,
+                    store: store.clone(),
                     watermark: None,
                     ready: false,
                 },
             );
-            let hw = self.changelog_high_watermark(p)?;
+            let hw = self.changelog_high_watermark(&reader, p)?;
             let local = has_state(&store)?;
             let local_end = changelog_end(&store)?;
             let mut restored = false;
@@ -393,8 +399,7 @@ impl Worker {
             } else if hw == 0 {
                 if local {
                     warn!("local state exists but the changelog is empty; starting over");
-                    store.kv().clear()?;
-                    let _ = Store::with_kv(SledTreeKv::open(&self.db, &tree_name(p))?)?;
+                    store.clear()?;
                 }
                 info!("no state anywhere; starting from the beginning");
             } else {
@@ -402,11 +407,10 @@ impl Worker {
                     changelog_high_watermark = hw,
                     local_end, "restoring from the changelog"
                 );
-                store.kv().clear()?;
-                let store2 = Store::with_kv(SledTreeKv::open(&self.db, &tree_name(p))?)?;
+                store.clear()?;
                 let started = Instant::now();
-                let records = self.read_changelog(p, hw)?;
-                let n = restore_from_changelog(&store2, records, hw)?;
+                let records = self.read_changelog(&reader, p, hw)?;
+                let n = restore_from_changelog(&store, records, hw)?;
                 self.shared.metrics.restores.inc();
                 info!(
                     customers = n,
@@ -415,9 +419,8 @@ impl Worker {
                 );
                 restored = true;
             }
-            let store = Store::with_kv(SledTreeKv::open(&self.db, &tree_name(p))?)?;
             let part = Partition::open(p, store, self.policy.clone(), &self.topics, self.encoding)?;
-            let known = part.has_progress()?;
+            let known = part.seq > 0;
             for s in &part.sources {
                 offsets.insert(
                     (s.topic.clone(), p),
@@ -468,6 +471,7 @@ impl Worker {
             }
             self.commit_kafka_offsets(consumer, Some(p));
             self.parts.remove(&p);
+            self.outbox_pending.remove(&p);
             self.paused.retain(|(_, q)| *q != p);
             self.shared.parts.write().expect("not poisoned").remove(&p);
             info!("partition revoked");
@@ -475,11 +479,7 @@ impl Worker {
         self.update_partition_gauges();
     }
 
-    fn changelog_high_watermark(&self, p: i32) -> Result<i64, ServiceError> {
-        let c: BaseConsumer = self
-            .restorer
-            .create()
-            .map_err(kafka("creating the changelog reader"))?;
+    fn changelog_high_watermark(&self, c: &BaseConsumer, p: i32) -> Result<i64, ServiceError> {
         let (_, hi) = c
             .fetch_watermarks(&self.cfg.output.changelog_topic, p, Duration::from_secs(30))
             .map_err(kafka(format!(
@@ -489,11 +489,12 @@ impl Worker {
         Ok(hi)
     }
 
-    fn read_changelog(&self, p: i32, end: i64) -> Result<Vec<ChangelogRecord>, ServiceError> {
-        let c: BaseConsumer = self
-            .restorer
-            .create()
-            .map_err(kafka("creating the changelog reader"))?;
+    fn read_changelog(
+        &self,
+        c: &BaseConsumer,
+        p: i32,
+        end: i64,
+    ) -> Result<Vec<ChangelogRecord>, ServiceError> {
         let topic = &self.cfg.output.changelog_topic;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, p, Offset::Beginning)
@@ -624,12 +625,18 @@ impl Worker {
             let part = &self.parts[&p];
             for (i, s) in part.sources.iter().enumerate() {
                 let key = (i, p);
+                let paused = self.paused.contains(&key);
+                let pause = s.queue.len() >= max && !paused;
+                let resume = s.queue.len() < max / 2 && paused;
+                if !(pause || resume) {
+                    continue;
+                }
                 let mut tpl = TopicPartitionList::new();
                 tpl.add_partition(&s.topic, p);
-                if s.queue.len() >= max && !self.paused.contains(&key) {
+                if pause {
                     consumer.pause(&tpl).map_err(kafka("pausing a partition"))?;
                     self.paused.insert(key);
-                } else if s.queue.len() < max / 2 && self.paused.contains(&key) {
+                } else {
                     consumer
                         .resume(&tpl)
                         .map_err(kafka("resuming a partition"))?;
@@ -647,7 +654,7 @@ impl Worker {
             self.commit_all(consumer)?;
         }
         let caught = !self.parts.is_empty()
-            && self.outbox_pending == 0
+            && self.outbox_pending.values().all(|n| *n == 0)
             && self.parts.values().all(|p| {
                 p.since_commit == 0
                     && p.sources.iter().all(|s| {
@@ -710,7 +717,7 @@ impl Worker {
     ) {
         let mut tpl = TopicPartitionList::new();
         for (p, part) in &self.parts {
-            if only.is_some_and(|o| o != *p) || !part.has_progress().unwrap_or(false) {
+            if only.is_some_and(|o| o != *p) || part.seq == 0 {
                 continue;
             }
             for (topic, off) in part.offsets() {
@@ -735,6 +742,13 @@ impl Worker {
     /// [`Worker::deliver`] for several partitions at once: their commits go out
     /// side by side, so one round trip serves every partition.
     fn deliver_all(&mut self, ids: &[i32], deadline: Instant) -> bool {
+        let done = self.deliver_rounds(ids, deadline);
+        let pending: usize = self.outbox_pending.values().sum();
+        self.shared.metrics.outbox_pending.set(pending as i64);
+        done
+    }
+
+    fn deliver_rounds(&mut self, ids: &[i32], deadline: Instant) -> bool {
         let mut queues: Vec<(
             i32,
             std::collections::VecDeque<crate::service::partition::OutboxBatch>,
@@ -744,11 +758,11 @@ impl Worker {
                 continue;
             };
             match part.outbox() {
-                Ok(b) if !b.is_empty() => {
-                    self.outbox_pending += b.iter().map(|(_, e)| e.len()).sum::<usize>();
+                Ok(b) => {
+                    self.outbox_pending
+                        .insert(p, b.iter().map(|(_, e)| e.len()).sum());
                     queues.push((p, b.into()));
                 }
-                Ok(_) => {}
                 Err(e) => {
                     error!(partition = p, error = %e, "cannot read the outbox");
                     return false;
@@ -814,18 +828,11 @@ impl Worker {
                     error!(partition = p, error = %e, "cannot clear the delivered outbox entries");
                     return false;
                 }
+                if let Some(n) = self.outbox_pending.get_mut(p) {
+                    *n = n.saturating_sub(entries.len());
+                }
             }
         }
-        let pending: usize = self
-            .parts
-            .values()
-            .map(|p| {
-                p.outbox()
-                    .map_or(0, |b| b.iter().map(|(_, e)| e.len()).sum())
-            })
-            .sum();
-        self.outbox_pending = pending;
-        self.shared.metrics.outbox_pending.set(pending as i64);
         true
     }
 
@@ -878,11 +885,18 @@ impl Worker {
             }
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
+        // A shutdown interrupts the wait (the drain then delivers within its own
+        // bound); the drain's own wait is bounded by its deadline only.
+        let stop = self.shutdown.clone();
+        let interruptible = !self.draining;
         let results = self.rt.block_on(async {
-            tokio::time::timeout(remaining, futures::future::join_all(futures)).await
+            tokio::select! {
+                r = tokio::time::timeout(remaining, futures::future::join_all(futures)) => r.ok(),
+                _ = stop.cancelled(), if interruptible => None,
+            }
         });
-        let Ok(results) = results else {
-            warn!("deliveries not acknowledged before the deadline");
+        let Some(results) = results else {
+            warn!("deliveries not acknowledged before the deadline (or shutdown began)");
             return None;
         };
         let mut offsets = Vec::with_capacity(results.len());
@@ -951,11 +965,9 @@ impl Worker {
         let time = Ts(now_ms()).to_rfc3339();
         for p in self.parts.keys() {
             for (i, topic) in self.topics.iter().enumerate() {
-                let d = &self.decoders[i];
-                if !d.can_tick() {
+                let Some(value) = self.decoders[i].encode_tick(&time) else {
                     continue;
-                }
-                let value = d.encode_tick(&time);
+                };
                 let headers = OwnedHeaders::new().insert(Header {
                     key: RECORD_TYPE_HEADER,
                     value: Some("tick"),
@@ -1177,7 +1189,9 @@ pub fn run(
         encoding,
         fatal: None,
         last_commit: Instant::now(),
-        outbox_pending: 0,
+        outbox_pending: BTreeMap::new(),
+        shutdown: shutdown.clone(),
+        draining: false,
     })));
     let mut cc = client_config(&cfg, Role::Consumer);
     cc.set("group.id", &cfg.kafka.group_id);
@@ -1208,7 +1222,6 @@ pub fn run(
     let tick_every = Duration::from_millis(cfg.ticks.interval_ms);
     let lag_every = Duration::from_millis(cfg.metrics.lag_interval_ms.max(100));
     let (mut last_tick, mut last_lag) = (Instant::now(), Instant::now());
-    let mut processed_before = 0u64;
     let result = loop {
         shared.beat();
         if shutdown.is_cancelled() {
@@ -1249,15 +1262,16 @@ pub fn run(
             w.update_lag(&consumer);
             last_lag = Instant::now();
         }
-        processed_before = shared.metrics.processed_events.get();
     };
     // Drain: commit what was handed on and deliver the outbox within the bound.
     let drain = Duration::from_millis(cfg.shutdown.drain_timeout_ms);
     let deadline = Instant::now() + drain;
     let mut drained = true;
+    let worker_state;
     {
         let mut guard = worker.lock().expect("worker lock not poisoned");
         if let Some(w) = guard.as_mut() {
+            w.draining = true;
             let ids: Vec<i32> = w.parts.keys().copied().collect();
             for &p in &ids {
                 if let Err(e) = w.commit_partition(p) {
@@ -1273,15 +1287,75 @@ pub fn run(
             w.refresh_gauges();
         }
         // Leave the group without running the revoke path again.
-        *guard = None;
+        worker_state = guard.take();
     }
-    drop(consumer);
+    // Closing the consumer leaves the group and closing the producer flushes; both
+    // talk to the broker, so they get what is left of the bound (at least a second)
+    // and are abandoned after it: the process is exiting anyway.
+    let (closed_tx, closed_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(consumer);
+        drop(worker_state);
+        let _ = closed_tx.send(());
+    });
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_secs(1));
+    if closed_rx.recv_timeout(left).is_err() {
+        warn!("the Kafka clients did not close in time (broker unreachable?)");
+        drained = false;
+    }
     result?;
     if !drained {
         return Err(ServiceError::DrainTimeout(drain));
     }
     info!("drained");
     Ok(RunSummary {
-        processed: processed_before,
+        processed: shared.metrics.processed_events.get(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared() -> Shared {
+        Shared::new(Arc::new(Metrics::new(10)), Policy::default())
+    }
+
+    #[test]
+    fn health_fails_when_the_loop_stops_reporting() {
+        let mut s = shared();
+        s.beat();
+        assert!(s.health().is_ok());
+        // The loop last reported at start-up, 61 s ago.
+        s.started = Instant::now() - HEARTBEAT_LIMIT - Duration::from_secs(1);
+        let e = s.health().unwrap_err();
+        assert!(e.contains("has not reported for 61s"), "{e}");
+        s.beat();
+        assert!(s.health().is_ok());
+    }
+
+    #[test]
+    fn readiness_waits_for_the_group_and_every_restore() {
+        let s = shared();
+        assert!(s.readiness().unwrap_err().contains("not yet joined"));
+        s.joined.store(true, Ordering::Relaxed);
+        assert!(s.readiness().is_ok(), "joined with no partitions is ready");
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_sled_db(dir.path()).unwrap();
+        let store = Store::with_kv(SledTreeKv::open(&db, "partition-4").unwrap()).unwrap();
+        s.parts.write().unwrap().insert(
+            4,
+            PartView {
+                store,
+                watermark: None,
+                ready: false,
+            },
+        );
+        assert!(s.readiness().unwrap_err().contains("restoring: 4"));
+        s.parts.write().unwrap().get_mut(&4).unwrap().ready = true;
+        assert!(s.readiness().is_ok());
+        assert_eq!(s.customer("C1").unwrap(), None);
+    }
 }
