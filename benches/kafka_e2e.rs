@@ -111,6 +111,12 @@ fn main() {
     let secs = t0.elapsed().as_secs_f64() - 0.3;
     let changes = running.shared.published().changes;
     println!(
+        "  (late events {}, ticks {}, dead letters {})",
+        m.late_events.get(),
+        m.ticks_consumed.get(),
+        running.shared.published().dead_letters
+    );
+    println!(
         "throughput: {} records consumed in {secs:.1} s = {:.0} records/s; {changes} status changes produced = {:.0} changes/s",
         m.processed_events.get(),
         m.processed_events.get() as f64 / secs,

@@ -764,7 +764,6 @@ fn demo_kafka(customers: u64, dir: Option<PathBuf>) -> Result<()> {
     cfg.state.dir = dir.join("service-state");
     cfg.admin.listen = "127.0.0.1:0".into();
     cfg.ticks.interval_ms = 1000;
-    cfg.input.align_wait_ms = 500;
     cfg.metrics.kpi_interval_ms = 1000;
     let cluster = mock_cluster(&cfg, partitions)?;
     cfg.kafka.bootstrap_servers = cluster.bootstrap_servers();

@@ -117,7 +117,10 @@ pub struct InputConfig {
     /// Contract events. Default topic `contracts`.
     pub contracts: TopicConfig,
     /// How long the per-partition event-time merge of the inputs waits for a lagging
-    /// input before going on without it, in milliseconds. Default 2000.
+    /// input before going on without it, in milliseconds. Default 30000: long enough
+    /// for the first fetches of a large assignment (a 2 s wait let tens of thousands of
+    /// backfilled events through out of order), short enough not to stall a partition
+    /// for long behind an unavailable one. Caught-up inputs never wait.
     pub align_wait_ms: u64,
     /// Records buffered per partition before fetching from it pauses. Default 20000.
     pub max_buffered: usize,
@@ -129,7 +132,7 @@ impl Default for InputConfig {
             repair_orders: TopicConfig::named("repair-orders"),
             visits: TopicConfig::named("visits"),
             contracts: TopicConfig::named("contracts"),
-            align_wait_ms: 2000,
+            align_wait_ms: 30_000,
             max_buffered: 20_000,
         }
     }
@@ -1050,7 +1053,7 @@ mod tests {
         assert_eq!(c.input.visits.topic, "visits");
         assert_eq!(c.input.contracts.topic, "contracts");
         assert_eq!(c.input.visits.format, InputFormat::Json);
-        assert_eq!(c.input.align_wait_ms, 2000);
+        assert_eq!(c.input.align_wait_ms, 30_000);
         assert_eq!(c.input.max_buffered, 20_000);
         assert_eq!(c.output.status_topic, "customer-status");
         assert_eq!(c.output.format, OutputFormat::Json);
