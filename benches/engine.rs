@@ -1,10 +1,10 @@
 //! Criterion benchmarks of the hot paths: decoding + validating a JSON line, assessing
 //! a customer, and pushing a stream of events through the engine (in memory).
 
-use churnwatch::engine::{Engine, NoSource};
-use churnwatch::event::{decode_json_line, Input};
-use churnwatch::policy::Policy;
-use churnwatch::time::Ts;
+use churnwatch::core::engine::{Engine, NoSource};
+use churnwatch::core::event::{decode_json_line, Input};
+use churnwatch::core::policy::Policy;
+use churnwatch::core::time::Ts;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 const DAY: i64 = 86_400_000;
@@ -54,16 +54,16 @@ fn bench_engine(c: &mut Criterion) {
     // and CLV (`process_scored`); the P(alive) rules add their own timers and warnings
     // (`process_p_alive_rules`), a different workload.
     let scored = Policy {
-        model: Some(churnwatch::fit::ModelParams {
-            model: churnwatch::clv::VisitModel::MbgNbd,
+        model: Some(churnwatch::model::fit::ModelParams {
+            model: churnwatch::model::clv::VisitModel::MbgNbd,
             time_unit_days: 7.0,
-            visit: churnwatch::clv::BgParams {
+            visit: churnwatch::model::clv::BgParams {
                 r: 0.9,
                 alpha: 12.0,
                 a: 0.4,
                 b: 2.5,
             },
-            spend: Some(churnwatch::clv::GgParams {
+            spend: Some(churnwatch::model::clv::GgParams {
                 p: 6.0,
                 q: 4.0,
                 v: 300.0,
@@ -126,7 +126,7 @@ fn bench_assess(c: &mut Criterion) {
 }
 
 fn bench_scoring(c: &mut Criterion) {
-    use churnwatch::clv::{self, BgParams, GgParams, Rfm, VisitModel};
+    use churnwatch::model::clv::{self, BgParams, GgParams, Rfm, VisitModel};
     let bg = BgParams {
         r: 0.9,
         alpha: 12.0,

@@ -14,12 +14,12 @@
 //!    change they cause is read back from the status topic; its latency is the status
 //!    record's broker timestamp minus the visit's time. Reported: p50, p99, max.
 
+use churnwatch::core::policy::Policy;
+use churnwatch::core::time::Ts;
+use churnwatch::edge::kafka::config::Config;
+use churnwatch::edge::kafka::io::{backfill_jsonl, mock_cluster};
+use churnwatch::edge::kafka::{start, Running};
 use churnwatch::generate::{generate, GenConfig};
-use churnwatch::policy::Policy;
-use churnwatch::service::config::Config;
-use churnwatch::service::io::{backfill_jsonl, mock_cluster};
-use churnwatch::service::{start, Running};
-use churnwatch::time::Ts;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Message};
@@ -202,7 +202,7 @@ fn main() {
     // Read the status topic again from the start and pick the live changes.
     std::thread::sleep(Duration::from_secs(2));
     let expect = running.shared.published().changes;
-    let msgs = churnwatch::service::io::read_topic(
+    let msgs = churnwatch::edge::kafka::io::read_topic(
         &{
             let mut c = ClientConfig::new();
             c.set("bootstrap.servers", &bs);

@@ -6,7 +6,7 @@
 //! drop-out recorded in the ground truth). It writes two files into an output directory:
 //!
 //! - [`EVENTS_FILE`] (`events.jsonl`): one input record per line, in the exact shapes that
-//!   [`crate::event::decode_json_line`] validates, in event-time order except for the
+//!   [`crate::core::event::decode_json_line`] validates, in event-time order except for the
 //!   configured disorder, late deliveries and dirty records, ending with a `tick` record at
 //!   the end of the period;
 //! - [`GROUND_TRUTH_FILE`] (`ground_truth.csv`): one row per customer with the segment,
@@ -20,9 +20,9 @@
 //! Memory is bounded by one compact record (about 44 bytes) per event plus one per
 //! customer; lines are rendered one at a time straight into a buffered writer.
 
-use crate::event::{ContractAction, ContractType, RoType, VisitType};
-use crate::policy::StreamPolicy;
-use crate::time::Ts;
+use crate::core::event::{ContractAction, ContractType, RoType, VisitType};
+use crate::core::policy::StreamPolicy;
+use crate::core::time::Ts;
 use chrono::{Datelike, Months, NaiveDate};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -2176,7 +2176,7 @@ fn push_bad_vin(buf: &mut String, vin: &[u8; 17], var: u8) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{decode_json_line, EventBody, Input, InvalidEvent};
+    use crate::core::event::{decode_json_line, EventBody, Input, InvalidEvent};
     use std::collections::{BTreeMap, BTreeSet};
 
     fn small(seed: u64) -> GenConfig {
@@ -2575,7 +2575,7 @@ mod tests {
 
     fn normalize_vin_ok(vin: &[u8; 17]) -> bool {
         let s: String = vin.iter().map(|c| char::from(*c)).collect();
-        crate::event::normalize_vin(&s).is_ok() && vin[8] == vin_check_digit(vin)
+        crate::core::event::normalize_vin(&s).is_ok() && vin[8] == vin_check_digit(vin)
     }
 
     #[test]
@@ -2771,7 +2771,7 @@ mod tests {
             let mut p = String::new();
             push_phone(&mut p, 13_800_138_000, fmt);
             assert_eq!(
-                crate::event::normalize_phone(&p).unwrap(),
+                crate::core::event::normalize_phone(&p).unwrap(),
                 "+8613800138000",
                 "{p}"
             );
@@ -2779,10 +2779,10 @@ mod tests {
         for var in 0..8 {
             let mut p = String::new();
             push_bad_phone(&mut p, 13_800_138_000, var);
-            assert!(crate::event::normalize_phone(&p).is_err(), "{p}");
+            assert!(crate::core::event::normalize_phone(&p).is_err(), "{p}");
             let mut v = String::new();
             push_bad_vin(&mut v, &vin, var * 7);
-            assert!(crate::event::normalize_vin(&v).is_err(), "{v}");
+            assert!(crate::core::event::normalize_vin(&v).is_err(), "{v}");
             let mut t = String::new();
             push_bad_ts(&mut t, 1_683_369_060, var);
             assert!(Ts::parse_rfc3339(&t).is_err(), "{t}");

@@ -1,26 +1,19 @@
 //! churnwatch: churn early warning for automotive after-sales.
 //!
-//! The library holds everything; the `churnwatch` binary is a thin CLI over it.
-//! - [`event`]: the input contract, validation and normalisation;
-//! - [`state`], [`engine`]: the pure churn engine (no I/O, no clock reads);
-//! - [`status`]: the status-change output contract;
-//! - [`store`]: sled persistence behind a small trait;
-//! - [`replay`]: the file pipeline; [`generate`]: synthetic histories;
-//! - [`clv`]: BG/NBD, MBG/NBD and Gamma-Gamma customer-base models (pure maths).
+//! The library holds everything but the command line; it is layered:
+//! - [`core`]: the input contract, time, policy, state, the pure engine, status
+//!   changes and KPIs (no I/O, no clock reads);
+//! - [`model`]: BG/NBD, MBG/NBD and Gamma-Gamma customer-base models and their fit;
+//! - [`codec`]: JSON and Avro encodings;
+//! - [`store`]: persistence of state, timers, progress and the outbox;
+//! - [`edge`]: file replay and the Kafka service, which adapt I/O to the engine;
+//! - [`generate`]: synthetic histories for demos, tests and benchmarks.
 
 #![warn(missing_docs)]
 
-pub mod avro;
-pub mod clv;
-pub mod engine;
-pub mod event;
-pub mod fit;
+pub mod codec;
+pub mod core;
+pub mod edge;
 pub mod generate;
-pub mod kpi;
-pub mod policy;
-pub mod replay;
-pub mod service;
-pub mod state;
-pub mod status;
+pub mod model;
 pub mod store;
-pub mod time;

@@ -1,11 +1,11 @@
 //! The `churnwatch` command line: a thin layer over the library.
 
 use anyhow::{bail, Context, Result};
+use churnwatch::core::policy::Policy;
+use churnwatch::core::time::Ts;
+use churnwatch::edge::kafka::config::Config as ServiceConfig;
+use churnwatch::edge::replay::{self, OutputFormat, ReplayOptions, ReplayProgress, ReplaySummary};
 use churnwatch::generate::{self, GenConfig, GenProgress};
-use churnwatch::policy::Policy;
-use churnwatch::replay::{self, OutputFormat, ReplayOptions, ReplayProgress, ReplaySummary};
-use churnwatch::service::config::Config as ServiceConfig;
-use churnwatch::time::Ts;
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::{BufRead, IsTerminal};
@@ -251,7 +251,7 @@ fn load_policy(path: Option<&Path>) -> Result<Policy> {
 fn load_policy_and_model(policy: Option<&Path>, model: Option<&Path>) -> Result<Policy> {
     let mut p = load_policy(policy)?;
     if let Some(m) = model {
-        p.model = Some(churnwatch::fit::ModelParams::load(m)?);
+        p.model = Some(churnwatch::model::fit::ModelParams::load(m)?);
     }
     Ok(p)
 }
@@ -416,7 +416,7 @@ fn run(cli: Cli) -> Result<()> {
             out,
             report_json,
         } => {
-            let opts = churnwatch::fit::FitOptions {
+            let opts = churnwatch::model::fit::FitOptions {
                 inputs,
                 calibration_end: parse_instant(&calibration_end, "--calibration-end")?,
                 holdout_end: holdout_end
@@ -424,8 +424,8 @@ fn run(cli: Cli) -> Result<()> {
                     .map(|h| parse_instant(h, "--holdout-end"))
                     .transpose()?,
                 model: match model {
-                    ModelArg::BgNbd => churnwatch::clv::VisitModel::BgNbd,
-                    ModelArg::MbgNbd => churnwatch::clv::VisitModel::MbgNbd,
+                    ModelArg::BgNbd => churnwatch::model::clv::VisitModel::BgNbd,
+                    ModelArg::MbgNbd => churnwatch::model::clv::VisitModel::MbgNbd,
                 },
                 time_unit_days: match time_unit {
                     UnitArg::Days => 1.0,
@@ -433,7 +433,7 @@ fn run(cli: Cli) -> Result<()> {
                 },
             };
             tracing::info!("reading and fitting; this takes a while on large histories");
-            let r = churnwatch::fit::fit(&opts)?;
+            let r = churnwatch::model::fit::fit(&opts)?;
             print_fit(&r);
             r.params.save(&out)?;
             println!("parameters written to {}", out.display());
@@ -527,7 +527,7 @@ fn print_summary(s: &ReplaySummary, opts: &ReplayOptions) {
     println!("store        {:>12} bytes", s.store_bytes);
 }
 
-fn print_fit(r: &churnwatch::fit::FitReport) {
+fn print_fit(r: &churnwatch::model::fit::FitReport) {
     println!(
         "read {} lines ({} visits, {} skipped, {} duplicates) in {:.2} s",
         r.read.lines, r.read.visits, r.read.skipped, r.read.duplicates, r.read_secs
@@ -687,7 +687,7 @@ fn run_service(a: RunArgs) -> Result<()> {
     }
     let policy = load_policy_and_model(cfg.policy.as_deref(), cfg.model.as_deref())?;
     let drain = std::time::Duration::from_millis(cfg.shutdown.drain_timeout_ms);
-    let running = churnwatch::service::start(cfg, policy)?;
+    let running = churnwatch::edge::kafka::start(cfg, policy)?;
     running
         .handle()
         .spawn(on_signals(running.shutdown_token(), drain));
@@ -727,7 +727,7 @@ async fn on_signals(token: tokio_util::sync::CancellationToken, drain: std::time
 }
 
 fn demo_kafka(customers: u64, dir: Option<PathBuf>) -> Result<()> {
-    use churnwatch::service::io::{backfill_jsonl, mock_cluster, read_topic};
+    use churnwatch::edge::kafka::io::{backfill_jsonl, mock_cluster, read_topic};
     let tmp;
     let dir = match dir {
         Some(d) => d,
@@ -787,7 +787,7 @@ fn demo_kafka(customers: u64, dir: Option<PathBuf>) -> Result<()> {
     };
     let status_topic = cfg.output.status_topic.clone();
     let dead_topic = cfg.output.dead_letter_topic.clone();
-    let running = churnwatch::service::start(cfg, Policy::default())?;
+    let running = churnwatch::edge::kafka::start(cfg, Policy::default())?;
     println!(
         "== churnwatch run: admin on http://{}/metrics",
         running.admin_addr

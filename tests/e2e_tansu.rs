@@ -23,7 +23,7 @@
 
 mod common;
 
-use churnwatch::service::config::Config;
+use churnwatch::edge::kafka::config::Config;
 use common::{assert_same, history};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -327,7 +327,7 @@ fn free_port() -> u16 {
 // ---------------------------------------------------------------------------------
 // Producing the history with kcat
 
-/// The history split by destination, as `churnwatch::service::io::backfill_jsonl`
+/// The history split by destination, as `churnwatch::edge::kafka::io::backfill_jsonl`
 /// splits it: events keyed by customer to their type's topic, lines without a customer
 /// to partition 0 of that topic (unknown types and unparsable lines: visits), ticks to
 /// every partition of every input topic.

@@ -6,11 +6,11 @@
 
 mod common;
 
-use churnwatch::policy::Policy;
-use churnwatch::service::config::Config;
-use churnwatch::service::io::{backfill_jsonl, mock_cluster, read_topic, Backfill};
-use churnwatch::service::{start, Running};
-use churnwatch::time::Ts;
+use churnwatch::core::policy::Policy;
+use churnwatch::core::time::Ts;
+use churnwatch::edge::kafka::config::Config;
+use churnwatch::edge::kafka::io::{backfill_jsonl, mock_cluster, read_topic, Backfill};
+use churnwatch::edge::kafka::{start, Running};
 use common::{assert_same, history, History};
 use rdkafka::Message;
 use std::collections::BTreeMap;
@@ -395,7 +395,7 @@ fn missing_output_topics_and_uneven_inputs_are_refused_with_a_clear_message() {
 /// tick), contracts as JSON. Lines that do not encode are sent as they are (they
 /// become dead letters, as in `replay`).
 fn backfill_encoded(bs: &str, h: &History) {
-    use churnwatch::avro::{encode_input, InputKind};
+    use churnwatch::codec::avro::{encode_input, InputKind};
     use rdkafka::message::{Header, OwnedHeaders};
     use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
     let producer: ThreadedProducer<DefaultProducerContext> = client(bs).create().unwrap();
@@ -454,8 +454,8 @@ fn backfill_encoded(bs: &str, h: &History) {
 
 #[test]
 fn avro_and_confluent_inputs_with_avro_output_give_the_same_changes() {
-    use churnwatch::service::codec::{decode_change, ChangeEncoding};
-    use churnwatch::service::config::{InputFormat, OutputFormat};
+    use churnwatch::codec::record::{decode_change, ChangeEncoding};
+    use churnwatch::edge::kafka::config::{InputFormat, OutputFormat};
     let h = history(200, 14);
     let probe = config("", &h.dir.join("s"));
     let cluster = mock_cluster(&probe, PARTITIONS).unwrap();

@@ -2,13 +2,13 @@
 //! generated history, the parameter file, and replay with `--model` (P(alive), expected
 //! visits and CLV on every status change; P(alive)-driven warnings on time).
 
-use churnwatch::clv::{BgParams, GgParams, VisitModel};
-use churnwatch::engine::{Engine, NoSource};
-use churnwatch::event::decode_json_line;
-use churnwatch::fit::ModelParams;
-use churnwatch::policy::Policy;
-use churnwatch::status::Level;
-use churnwatch::time::Ts;
+use churnwatch::core::engine::{Engine, NoSource};
+use churnwatch::core::event::decode_json_line;
+use churnwatch::core::policy::Policy;
+use churnwatch::core::status::Level;
+use churnwatch::core::time::Ts;
+use churnwatch::model::clv::{BgParams, GgParams, VisitModel};
+use churnwatch::model::fit::ModelParams;
 use std::process::Command;
 
 fn bin() -> Command {
@@ -167,7 +167,7 @@ fn p_alive_threshold_fires_exactly_when_crossed() {
             .unwrap();
     }
     e.process(
-        churnwatch::event::Input::Tick(Ts::ymd_hms(2023, 10, 1, 0, 0, 0)),
+        churnwatch::core::event::Input::Tick(Ts::ymd_hms(2023, 10, 1, 0, 0, 0)),
         &NoSource,
         &mut out,
     )
@@ -207,7 +207,7 @@ fn p_alive_drop_warns_once_and_does_not_flap() {
     }
     let tick = |e: &mut Engine, out: &mut Vec<_>, d: u32| {
         e.process(
-            churnwatch::event::Input::Tick(Ts::ymd_hms(2023, 9, d, 0, 0, 0)),
+            churnwatch::core::event::Input::Tick(Ts::ymd_hms(2023, 9, d, 0, 0, 0)),
             &NoSource,
             out,
         )
@@ -234,7 +234,7 @@ fn without_a_model_predictions_are_null() {
     e.process(decode_json_line(line).unwrap().input, &NoSource, &mut out)
         .unwrap();
     e.process(
-        churnwatch::event::Input::Tick(Ts::ymd_hms(2024, 1, 1, 0, 0, 0)),
+        churnwatch::core::event::Input::Tick(Ts::ymd_hms(2024, 1, 1, 0, 0, 0)),
         &NoSource,
         &mut out,
     )
@@ -252,23 +252,25 @@ fn fit_errors_say_what_to_change() {
         r#"{"type":"visit","event_id":"v","event_time":"2023-01-02T10:00:00Z","dealer_id":"D","customer_id":"C","visit_type":"service"}"#,
     )
     .unwrap();
-    let opts = |cal: &str, hold: Option<&str>| churnwatch::fit::FitOptions {
+    let opts = |cal: &str, hold: Option<&str>| churnwatch::model::fit::FitOptions {
         inputs: vec![input.clone()],
         calibration_end: Ts::parse_date(cal).unwrap(),
         holdout_end: hold.map(|h| Ts::parse_date(h).unwrap()),
         model: VisitModel::MbgNbd,
         time_unit_days: 7.0,
     };
-    let e = churnwatch::fit::fit(&opts("2020-01-01", None))
+    let e = churnwatch::model::fit::fit(&opts("2020-01-01", None))
         .unwrap_err()
         .to_string();
     assert!(e.contains("pick a later calibration end"), "{e}");
-    let e = churnwatch::fit::fit(&opts("2024-01-01", Some("2023-01-01")))
+    let e = churnwatch::model::fit::fit(&opts("2024-01-01", Some("2023-01-01")))
         .unwrap_err()
         .to_string();
     assert!(e.contains("must be after --calibration-end"), "{e}");
     let mut missing = opts("2024-01-01", None);
     missing.inputs = vec![dir.path().join("nope.jsonl")];
-    let e = churnwatch::fit::fit(&missing).unwrap_err().to_string();
+    let e = churnwatch::model::fit::fit(&missing)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("nope.jsonl"), "{e}");
 }

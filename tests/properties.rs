@@ -1,10 +1,10 @@
 //! Property tests of the engine's invariants: arrival order within the allowed lateness
 //! does not matter, duplicates do not matter, and outputs are deterministic.
 
-use churnwatch::engine::{Engine, NoSource};
-use churnwatch::event::{decode_json_line, Input};
-use churnwatch::policy::Policy;
-use churnwatch::status::StatusChange;
+use churnwatch::core::engine::{Engine, NoSource};
+use churnwatch::core::event::{decode_json_line, Input};
+use churnwatch::core::policy::Policy;
+use churnwatch::core::status::StatusChange;
 use proptest::prelude::*;
 use serde_json::json;
 
@@ -12,7 +12,7 @@ const BASE: i64 = 1_704_067_200_000; // 2024-01-01T00:00:00Z
 const DAY: i64 = 86_400_000;
 
 fn rfc(ms: i64) -> String {
-    churnwatch::time::Ts(ms).to_rfc3339()
+    churnwatch::core::time::Ts(ms).to_rfc3339()
 }
 
 #[derive(Debug, Clone)]
@@ -88,7 +88,7 @@ fn run(policy: &Policy, inputs: &[Input]) -> (Vec<StatusChange>, Engine) {
         e.process(i.clone(), &NoSource, &mut out).unwrap();
     }
     e.process(
-        Input::Tick(churnwatch::time::Ts(BASE + 1200 * DAY)),
+        Input::Tick(churnwatch::core::time::Ts(BASE + 1200 * DAY)),
         &NoSource,
         &mut out,
     )
@@ -191,7 +191,7 @@ proptest! {
         let (out, _) = run(&Policy::default(), &in_time_order(&evs));
         for c in &out {
             prop_assert!(c.previous_level != c.level || c.previous_lifecycle != c.lifecycle || c.previous_cell != c.cell);
-            prop_assert_eq!(&c.cell, &churnwatch::status::cell(c.level, c.tier));
+            prop_assert_eq!(&c.cell, &churnwatch::core::status::cell(c.level, c.tier));
             prop_assert!(c.days_since_last_visit >= 0);
             prop_assert!(!c.recommended_actions.is_empty());
         }

@@ -1,8 +1,8 @@
 //! Integration tests of the file pipeline against a real sled store on disk and the
 //! real `churnwatch` binary: determinism, crash/resume, dead letters, inspect, Avro.
 
+use churnwatch::edge::replay::{replay, OutputFormat, ReplayOptions};
 use churnwatch::generate::{generate, GenConfig};
-use churnwatch::replay::{replay, OutputFormat, ReplayOptions};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -225,8 +225,8 @@ fn avro_output_is_a_readable_container_and_deterministic() {
     }
     assert_eq!(n, json.status_changes);
     // The same changes as the JSON output, record for record.
-    let from_avro = churnwatch::avro::read_status_changes(&bytes[..]).unwrap();
-    let from_json: Vec<churnwatch::status::StatusChange> =
+    let from_avro = churnwatch::codec::avro::read_status_changes(&bytes[..]).unwrap();
+    let from_json: Vec<churnwatch::core::status::StatusChange> =
         std::fs::read_to_string(dir.path().join("j.jsonl"))
             .unwrap()
             .lines()
@@ -329,7 +329,7 @@ fn demo_runs_with_nothing_else() {
 /// status changes and dead letters.
 #[test]
 fn avro_container_input_replays_like_json_lines() {
-    use churnwatch::avro::{InputKind, InputWriter};
+    use churnwatch::codec::avro::{InputKind, InputWriter};
     let dir = tempfile::tempdir().unwrap();
     let input = history(dir.path(), 150, 6);
     // Repair orders only (one record type per container), in file order.
@@ -337,7 +337,7 @@ fn avro_container_input_replays_like_json_lines() {
         .unwrap()
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["type"] == "repair_order" && churnwatch::event::validate(v).is_ok())
+        .filter(|v| v["type"] == "repair_order" && churnwatch::core::event::validate(v).is_ok())
         .collect();
     assert!(ros.len() > 500);
     let json_path = dir.path().join("ro.jsonl");

@@ -2,10 +2,10 @@
 //! makes of it, and the comparison of a live path's status changes with it.
 #![allow(dead_code)] // each test crate uses part of it
 
+use churnwatch::core::policy::Policy;
+use churnwatch::core::time::Ts;
+use churnwatch::edge::replay::{replay, ReplayOptions};
 use churnwatch::generate::{generate, GenConfig};
-use churnwatch::policy::Policy;
-use churnwatch::replay::{replay, ReplayOptions};
-use churnwatch::time::Ts;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::PathBuf;

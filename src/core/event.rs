@@ -5,7 +5,7 @@
 //! hand it to [`validate`], so every wire format obeys exactly the same rules and gives
 //! the same precise errors. This module does no I/O.
 
-use crate::time::Ts;
+use crate::core::time::Ts;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use thiserror::Error;

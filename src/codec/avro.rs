@@ -32,8 +32,8 @@
 //! bytes, and a file truncated at a block boundary can be continued with `resume` to
 //! give exactly the bytes of an uninterrupted run.
 
-use crate::event::{self, EventBody, Input, InvalidEvent, Validated};
-use crate::status::{Level, Lifecycle, Reason, StatusChange, Tier, Trigger};
+use crate::core::event::{self, EventBody, Input, InvalidEvent, Validated};
+use crate::core::status::{Level, Lifecycle, Reason, StatusChange, Tier, Trigger};
 use apache_avro::schema::{Name, RecordSchema, ResolvedSchema, Schema, SchemaKind};
 use apache_avro::types::Value as AvroValue;
 use chrono::{DateTime, NaiveDate, SecondsFormat};
@@ -47,15 +47,15 @@ use thiserror::Error;
 pub const NAMESPACE: &str = "churnwatch";
 
 /// Source text of `schemas/repair_order.avsc`.
-pub const REPAIR_ORDER_AVSC: &str = include_str!("../schemas/repair_order.avsc");
+pub const REPAIR_ORDER_AVSC: &str = include_str!("../../schemas/repair_order.avsc");
 /// Source text of `schemas/visit.avsc`.
-pub const VISIT_AVSC: &str = include_str!("../schemas/visit.avsc");
+pub const VISIT_AVSC: &str = include_str!("../../schemas/visit.avsc");
 /// Source text of `schemas/contract.avsc`.
-pub const CONTRACT_AVSC: &str = include_str!("../schemas/contract.avsc");
+pub const CONTRACT_AVSC: &str = include_str!("../../schemas/contract.avsc");
 /// Source text of `schemas/tick.avsc`.
-pub const TICK_AVSC: &str = include_str!("../schemas/tick.avsc");
+pub const TICK_AVSC: &str = include_str!("../../schemas/tick.avsc");
 /// Source text of `schemas/status_change.avsc`.
-pub const STATUS_CHANGE_AVSC: &str = include_str!("../schemas/status_change.avsc");
+pub const STATUS_CHANGE_AVSC: &str = include_str!("../../schemas/status_change.avsc");
 
 /// Sync marker of every object container file churnwatch writes.
 ///
@@ -2005,7 +2005,7 @@ pub fn read_status_changes<R: Read>(r: R) -> Result<Vec<StatusChange>, AvroError
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{decode_json_line, RoType, VisitType};
+    use crate::core::event::{decode_json_line, RoType, VisitType};
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
     use serde_json::json;

@@ -9,14 +9,14 @@
 //! The outbox is delivered after the commit and removed after the broker's ack, so a
 //! crash never loses an output and at worst re-sends an identical record.
 
-use crate::engine::{Dirty, Engine, EngineMeta};
-use crate::event::{FieldIssue, Input};
-use crate::policy::Policy;
-use crate::service::codec::{encode_change, ChangeEncoding};
-use crate::state::CustomerState;
-use crate::status::StatusChange;
+use crate::codec::record::{encode_change, ChangeEncoding};
+use crate::core::engine::{Dirty, Engine, EngineMeta};
+use crate::core::event::{FieldIssue, Input};
+use crate::core::policy::Policy;
+use crate::core::state::CustomerState;
+use crate::core::status::StatusChange;
+use crate::core::time::Ts;
 use crate::store::{Kv, SledTreeKv, Store, StoreError};
-use crate::time::Ts;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -354,7 +354,7 @@ impl Partition {
             ));
             r.dead.push((src, "field_dropped".into()));
         }
-        let counts = |c: &crate::engine::Counters| (c.duplicates, c.late);
+        let counts = |c: &crate::core::engine::Counters| (c.duplicates, c.late);
         let (type_name, before) = match &input {
             Input::Tick(_) => ("tick", None),
             Input::Event(e) => (e.type_name(), Some(counts(self.engine.counters()))),
@@ -609,7 +609,7 @@ fn dead_record(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::decode_json_line;
+    use crate::core::event::decode_json_line;
     use std::time::{Duration, Instant};
 
     fn visit(id: &str, customer: &str, t: &str) -> Item {
@@ -751,7 +751,7 @@ mod tests {
             },
         ];
         assert_eq!(restore_from_changelog(&store, records, 4).unwrap(), 2);
-        use crate::engine::CustomerSource;
+        use crate::core::engine::CustomerSource;
         assert_eq!(store.load("C1").unwrap().unwrap(), c1);
         assert!(store.load("C2").unwrap().is_some());
         assert_eq!(

@@ -15,9 +15,9 @@
 //! for tests. The engine never calls the store on its per-event path except to load a
 //! customer it does not hold (its cache is write-back).
 
-use crate::engine::{CustomerSource, Dirty, EngineMeta};
-use crate::state::CustomerState;
-use crate::time::Ts;
+use crate::core::engine::{CustomerSource, Dirty, EngineMeta};
+use crate::core::state::CustomerState;
+use crate::core::time::Ts;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -431,7 +431,7 @@ impl<K: Kv> CustomerSource for Store<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::Counters;
+    use crate::core::engine::Counters;
 
     fn dirty() -> Dirty {
         let mut c = CustomerState::new("C1", "D1");

@@ -6,8 +6,8 @@
 //! lifecycles, tiers, and at most `max_dealers` dealers (plus [`OTHER_DEALER`]). No
 //! label ever carries a customer id.
 
-use crate::kpi::DealerKpi;
-use crate::status::{Level, Lifecycle, Tier};
+use crate::core::kpi::DealerKpi;
+use crate::core::status::{Level, Lifecycle, Tier};
 use prometheus::{
     GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,

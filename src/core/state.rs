@@ -5,10 +5,10 @@
 //!
 //! Nothing here reads a clock or does I/O: every instant is an argument.
 
-use crate::event::{ContractAction, ContractType, Event, EventBody, RoType, VisitType};
-use crate::policy::Policy;
-use crate::status::{Level, Lifecycle, Reason, Status, Tier};
-use crate::time::{Ts, DAY_MS};
+use crate::core::event::{ContractAction, ContractType, Event, EventBody, RoType, VisitType};
+use crate::core::policy::Policy;
+use crate::core::status::{Level, Lifecycle, Reason, Status, Tier};
+use crate::core::time::{Ts, DAY_MS};
 use serde::{Deserialize, Serialize};
 
 /// Most distinct visit days kept per customer (older ones still count in totals).
@@ -836,12 +836,12 @@ impl CustomerState {
         let m = policy.model.as_ref()?;
         let (first, last) = (self.first_visit?, self.last_visit?);
         let rfm = m.rfm(first, last, self.visit_day_count, t.max(last));
-        Some(crate::clv::p_alive(m.model, &m.visit, rfm))
+        Some(crate::model::clv::p_alive(m.model, &m.visit, rfm))
     }
 
     /// Average value the spend model should use: the customer's average repair order,
     /// or the population mean for customers without repair orders.
-    fn mean_value(&self, g: &crate::clv::GgParams) -> f64 {
+    fn mean_value(&self, g: &crate::model::clv::GgParams) -> f64 {
         if self.ro_count > 0 {
             self.avg_ro_value()
         } else if g.q > 1.0 {
@@ -858,7 +858,7 @@ impl CustomerState {
         let (first, last) = (self.first_visit?, self.last_visit?);
         let rfm = m.rfm(first, last, self.visit_day_count, t.max(last));
         let x = &policy.prediction;
-        Some(crate::clv::clv(
+        Some(crate::model::clv::clv(
             m.model,
             &m.visit,
             g,
@@ -876,8 +876,8 @@ impl CustomerState {
         let (first, last) = (self.first_visit?, self.last_visit?);
         let rfm = m.rfm(first, last, self.visit_day_count, t.max(last));
         Some(Predictions {
-            p_alive: crate::clv::p_alive(m.model, &m.visit, rfm),
-            expected_visits_12m: crate::clv::expected_visits(
+            p_alive: crate::model::clv::p_alive(m.model, &m.visit, rfm),
+            expected_visits_12m: crate::model::clv::expected_visits(
                 m.model,
                 &m.visit,
                 rfm,
@@ -983,11 +983,11 @@ pub fn sub_months(t: Ts, months: u32) -> Ts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::decode_json_line;
+    use crate::core::event::decode_json_line;
 
     fn ev(json: &str) -> Event {
         match decode_json_line(json).unwrap().input {
-            crate::event::Input::Event(e) => e,
+            crate::core::event::Input::Event(e) => e,
             _ => panic!("not an event"),
         }
     }

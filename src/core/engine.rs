@@ -18,13 +18,13 @@
 //!   implies now differs from the one published, a correcting change is emitted at the
 //!   current stream time.
 
-use crate::event::{Event, Input};
-use crate::policy::Policy;
-use crate::state::CustomerState;
-use crate::status::{
+use crate::core::event::{Event, Input};
+use crate::core::policy::Policy;
+use crate::core::state::CustomerState;
+use crate::core::status::{
     change_id, recommended_actions, Level, Lifecycle, Reason, Status, StatusChange, Trigger,
 };
-use crate::time::Ts;
+use crate::core::time::Ts;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -70,7 +70,7 @@ pub struct Counters {
     pub customers_by_level: [u64; 4],
     /// Customers with a status, by lifecycle ([`Lifecycle::ALL`] order).
     pub customers_by_lifecycle: [u64; 4],
-    /// Customers with a status, by tier ([`crate::status::Tier::ALL`] order).
+    /// Customers with a status, by tier ([`crate::core::status::Tier::ALL`] order).
     pub customers_by_tier: [u64; 3],
     /// Customers ever seen.
     pub customers: u64,
@@ -575,7 +575,7 @@ fn set_deadline(timers: &mut BTreeSet<(Ts, String)>, state: &mut CustomerState, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::decode_json_line;
+    use crate::core::event::decode_json_line;
     use serde_json::json;
 
     fn ev(v: serde_json::Value) -> Input {
@@ -964,7 +964,9 @@ mod tests {
                 tick("2025-02-01T00:00:00Z"),
             ],
         );
-        assert!(out.iter().all(|c| c.tier == crate::status::Tier::Diamond));
+        assert!(out
+            .iter()
+            .all(|c| c.tier == crate::core::status::Tier::Diamond));
         assert_eq!(out.last().unwrap().cell, "CD");
         assert!(out
             .last()

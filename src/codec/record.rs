@@ -1,9 +1,9 @@
 //! Kafka record payloads: decoding input records per topic format (JSON, plain Avro,
 //! Confluent wire format), tick records, and encoding status changes and dead letters.
 
-use crate::avro::{decode_datum, input_schema, status_change_schema, InputKind};
-use crate::event::{decode_json_line, InvalidEvent, Validated};
-use crate::status::StatusChange;
+use crate::codec::avro::{decode_datum, input_schema, status_change_schema, InputKind};
+use crate::core::event::{decode_json_line, InvalidEvent, Validated};
+use crate::core::status::StatusChange;
 use std::collections::HashMap;
 use thiserror::Error;
 
@@ -106,7 +106,7 @@ impl TopicDecoder {
     pub fn encode_tick(&self, time: &str) -> Option<Vec<u8>> {
         let json = serde_json::json!({"type": "tick", "event_time": time});
         let datum = || {
-            crate::avro::encode_input(&json, InputKind::Tick)
+            crate::codec::avro::encode_input(&json, InputKind::Tick)
                 .expect("a tick with a valid time always encodes")
         };
         match self.encoding {
@@ -145,7 +145,7 @@ pub fn encode_change(c: &StatusChange, enc: ChangeEncoding) -> Vec<u8> {
         }
         ChangeEncoding::Avro => apache_avro::to_avro_datum(
             status_change_schema(),
-            crate::avro::status_change_to_value(c),
+            crate::codec::avro::status_change_to_value(c),
         )
         .expect("status change values always match their schema"),
     }
@@ -158,7 +158,7 @@ pub fn decode_change(bytes: &[u8], enc: ChangeEncoding) -> Result<StatusChange, 
         ChangeEncoding::Avro => {
             let v = apache_avro::from_avro_datum(status_change_schema(), &mut &bytes[..], None)
                 .map_err(|e| e.to_string())?;
-            crate::avro::status_change_from_value(&v).map_err(|e| e.to_string())
+            crate::codec::avro::status_change_from_value(&v).map_err(|e| e.to_string())
         }
     }
 }
@@ -166,7 +166,7 @@ pub fn decode_change(bytes: &[u8], enc: ChangeEncoding) -> Result<StatusChange, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Input;
+    use crate::core::event::Input;
 
     fn ids(pairs: &[(u32, InputKind)]) -> std::collections::BTreeMap<u32, InputKind> {
         pairs.iter().copied().collect()
@@ -177,7 +177,7 @@ mod tests {
     #[test]
     fn json_avro_and_confluent_decode_the_same_event() {
         let json: serde_json::Value = serde_json::from_str(VISIT).unwrap();
-        let datum = crate::avro::encode_input(&json, InputKind::Visit).unwrap();
+        let datum = crate::codec::avro::encode_input(&json, InputKind::Visit).unwrap();
         let j = TopicDecoder::new("t", Encoding::Json, Default::default()).unwrap();
         let a =
             TopicDecoder::new("t", Encoding::Avro(InputKind::Visit), Default::default()).unwrap();

@@ -8,19 +8,19 @@
 //! and signal handling run on the tokio runtime; deliveries are awaited on that
 //! runtime's handle from the processing thread.
 
-use crate::avro::InputKind;
-use crate::kpi::KpiAccumulator;
-use crate::policy::Policy;
-use crate::service::admin::AdminState;
-use crate::service::codec::{ChangeEncoding, Encoding, TopicDecoder, RECORD_TYPE_HEADER};
-use crate::service::config::{Config, InputFormat, OutputFormat, Role};
-use crate::service::metrics::Metrics;
-use crate::service::partition::{
+use crate::codec::avro::InputKind;
+use crate::codec::record::{ChangeEncoding, Encoding, TopicDecoder, RECORD_TYPE_HEADER};
+use crate::core::kpi::KpiAccumulator;
+use crate::core::policy::Policy;
+use crate::core::time::Ts;
+use crate::edge::kafka::admin::AdminState;
+use crate::edge::kafka::config::{Config, InputFormat, OutputFormat, Role};
+use crate::edge::kafka::metrics::Metrics;
+use crate::edge::kafka::partition::{
     changelog_end, decode, has_state, restore_from_changelog, Buffered, ChangelogRecord, Item,
     OutKind, Outgoing, Partition,
 };
 use crate::store::{open_sled_db, SledTreeKv, Store, StoreError};
-use crate::time::Ts;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
@@ -55,7 +55,7 @@ pub enum ServiceError {
     Topics(String),
     /// A topic's decoder configuration is wrong.
     #[error(transparent)]
-    Codec(#[from] crate::service::codec::CodecError),
+    Codec(#[from] crate::codec::record::CodecError),
     /// The admin port could not be bound (or another startup resource failed).
     #[error("cannot start {addr}: {source}; check admin.listen is a free local address")]
     Admin {
@@ -219,11 +219,11 @@ impl AdminState for Shared {
     }
 
     fn customer(&self, id: &str) -> Result<Option<serde_json::Value>, String> {
-        use crate::engine::CustomerSource;
+        use crate::core::engine::CustomerSource;
         let p = self.parts.read().expect("not poisoned");
         for v in p.values() {
             if let Some(state) = v.store.load(id).map_err(|e| e.to_string())? {
-                return Ok(Some(crate::replay::customer_json(
+                return Ok(Some(crate::edge::replay::customer_json(
                     &state,
                     v.watermark,
                     &self.policy,
@@ -751,7 +751,7 @@ impl Worker {
     fn deliver_rounds(&mut self, ids: &[i32], deadline: Instant) -> bool {
         let mut queues: Vec<(
             i32,
-            std::collections::VecDeque<crate::service::partition::OutboxBatch>,
+            std::collections::VecDeque<crate::edge::kafka::partition::OutboxBatch>,
         )> = Vec::new();
         for &p in ids {
             let Some(part) = self.parts.get(&p) else {
@@ -770,7 +770,7 @@ impl Worker {
             }
         }
         loop {
-            let round: Vec<(i32, crate::service::partition::OutboxBatch)> = queues
+            let round: Vec<(i32, crate::edge::kafka::partition::OutboxBatch)> = queues
                 .iter_mut()
                 .filter_map(|(p, q)| q.pop_front().map(|b| (*p, b)))
                 .collect();
@@ -991,7 +991,7 @@ impl Worker {
 /// Builds one input topic's decoder from its config.
 fn decoder(
     kind: InputKind,
-    t: &crate::service::config::TopicConfig,
+    t: &crate::edge::kafka::config::TopicConfig,
 ) -> Result<TopicDecoder, ServiceError> {
     let enc = match t.format {
         InputFormat::Json => Encoding::Json,

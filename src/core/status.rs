@@ -3,7 +3,7 @@
 //!
 //! This is the output contract; `schemas/status_change.avsc` is its Avro form.
 
-use crate::time::Ts;
+use crate::core::time::Ts;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 

@@ -7,8 +7,8 @@
 //! is split at line boundaries and read on every core, and identical (x, t_x, T)
 //! patterns are collapsed with weights before the likelihood is maximised.
 
-use crate::clv::{self, BgParams, Fit, GgParams, Rfm, VisitModel};
-use crate::time::{Ts, DAY_MS};
+use crate::core::time::{Ts, DAY_MS};
+use crate::model::clv::{self, BgParams, Fit, GgParams, Rfm, VisitModel};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -230,7 +230,7 @@ fn read_line(line: &[u8], until: Ts, map: &mut Histories, stats: &mut ReadStats)
         None => map.entry(customer.into_owned()).or_default(),
     };
     if let Some(id) = r.event_id {
-        let hash = crate::state::fnv1a(&id);
+        let hash = crate::core::state::fnv1a(&id);
         match h.ids.binary_search(&hash) {
             Ok(_) => {
                 stats.duplicates += 1;

@@ -9,13 +9,13 @@
 //! happen at fixed record counts, so a resumed run writes the same bytes as an
 //! uninterrupted one.
 
-use crate::avro::{self, AvroError, StatusChangeWriter};
-use crate::engine::{Counters, Engine, EngineMeta};
-use crate::event::{decode_json_line, FieldIssue, Input, InvalidEvent, Validated};
-use crate::policy::Policy;
-use crate::status::{Level, Lifecycle, StatusChange, Tier};
+use crate::codec::avro::{self, AvroError, StatusChangeWriter};
+use crate::core::engine::{Counters, Engine, EngineMeta};
+use crate::core::event::{decode_json_line, FieldIssue, Input, InvalidEvent, Validated};
+use crate::core::policy::Policy;
+use crate::core::status::{Level, Lifecycle, StatusChange, Tier};
+use crate::core::time::Ts;
 use crate::store::{SledStore, StoreError};
-use crate::time::Ts;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -620,7 +620,7 @@ pub fn inspect(
     customer_id: &str,
     policy: &Policy,
 ) -> Result<Option<serde_json::Value>, StoreError> {
-    use crate::engine::CustomerSource;
+    use crate::core::engine::CustomerSource;
     if !store_dir.exists() {
         return Err(StoreError::Corrupt {
             key: store_dir.display().to_string(),
@@ -638,7 +638,7 @@ pub fn inspect(
 /// A customer's state and status at stream time `at`, as JSON (`inspect` and the
 /// service's `/customers/{id}`).
 pub fn customer_json(
-    state: &crate::state::CustomerState,
+    state: &crate::core::state::CustomerState,
     at: Option<Ts>,
     policy: &Policy,
 ) -> serde_json::Value {
@@ -674,7 +674,7 @@ pub fn customer_json(
             "lifetime": state.lifetime_spend_cents as f64 / 100.0,
             "repair_orders": state.ro_count,
             "average_repair_order": state.avg_ro_value(),
-            "ro_mix": crate::event::RoType::ALL.iter().map(|t| (t.as_str(), state.ro_mix[t.index()])).collect::<BTreeMap<_, _>>(),
+            "ro_mix": crate::core::event::RoType::ALL.iter().map(|t| (t.as_str(), state.ro_mix[t.index()])).collect::<BTreeMap<_, _>>(),
         },
         "odometer": {
             "last_km": state.last_odometer.map(|o| o.km),

@@ -1,8 +1,8 @@
 //! Moving recorded history into Kafka and reading topics back: what `demo --kafka`,
 //! the backfill of a history file and the integration tests use around the service.
 
-use crate::service::codec::RECORD_TYPE_HEADER;
-use crate::service::config::Config;
+use crate::codec::record::RECORD_TYPE_HEADER;
+use crate::edge::kafka::config::Config;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -74,7 +74,7 @@ fn json_field<'a>(v: &'a serde_json::Value, k: &str) -> Option<&'a str> {
 /// `partitions` is the input topics' partition count.
 pub fn backfill_jsonl(cfg: &Config, path: &Path, partitions: i32) -> Result<Backfill, IoError> {
     let mut pc = ClientConfig::new();
-    for (k, v) in cfg.client_properties(crate::service::config::Role::Producer) {
+    for (k, v) in cfg.client_properties(crate::edge::kafka::config::Role::Producer) {
         pc.set(k, v);
     }
     pc.set("enable.idempotence", "true")

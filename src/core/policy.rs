@@ -191,7 +191,7 @@ pub struct Policy {
     /// The fitted models (loaded from the file `churnwatch fit` writes, not from the
     /// policy TOML).
     #[serde(skip)]
-    pub model: Option<crate::fit::ModelParams>,
+    pub model: Option<crate::model::fit::ModelParams>,
 }
 
 /// A policy file that cannot be used.
@@ -373,7 +373,7 @@ mod tests {
 
     #[test]
     fn shipped_example_is_the_default() {
-        let p = Policy::from_toml(include_str!("../deploy/policy.toml")).unwrap();
+        let p = Policy::from_toml(include_str!("../../deploy/policy.toml")).unwrap();
         assert_eq!(p, Policy::default());
     }
 

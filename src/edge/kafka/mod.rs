@@ -3,14 +3,13 @@
 //! server. [`start`] wires them together; the binary adds signal handling.
 
 pub mod admin;
-pub mod codec;
 pub mod config;
 pub mod io;
 pub mod metrics;
 pub mod partition;
 pub mod runner;
 
-use crate::policy::Policy;
+use crate::core::policy::Policy;
 use runner::{RunSummary, ServiceError, Shared};
 use std::net::SocketAddr;
 use std::sync::Arc;

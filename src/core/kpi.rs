@@ -31,8 +31,8 @@
 //! The number of effective customers is [`CustomerState::is_effective`] at `at`.
 //! Customers belong to the dealer of their latest event ([`CustomerState::dealer_id`]).
 
-use crate::state::CustomerState;
-use crate::time::Ts;
+use crate::core::state::CustomerState;
+use crate::core::time::Ts;
 use chrono::NaiveDate;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -255,8 +255,8 @@ impl KpiAccumulator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{decode_json_line, Event, Input};
-    use crate::policy::Policy;
+    use crate::core::event::{decode_json_line, Event, Input};
+    use crate::core::policy::Policy;
 
     fn visit(n: usize, dealer: &str, t: &str, region: Option<bool>) -> Event {
         let region = match region {

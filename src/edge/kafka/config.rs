@@ -33,7 +33,7 @@
 //! [`Config::to_toml`] prints the effective configuration (`churnwatch run
 //! --print-config`).
 
-use crate::avro::InputKind;
+use crate::codec::avro::InputKind;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -48,7 +48,7 @@ pub const ENV_PREFIX: &str = "CHURNWATCH__";
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Churn policy file (TOML, see [`crate::policy`]). Default none: the default
+    /// Churn policy file (TOML, see [`crate::core::policy`]). Default none: the default
     /// policy.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<PathBuf>,
