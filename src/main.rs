@@ -1,10 +1,11 @@
 //! The `churnwatch` command line: a thin layer over the library.
 
 use anyhow::{bail, Context, Result};
+use churnwatch::codec::Format;
 use churnwatch::core::policy::Policy;
 use churnwatch::core::time::Ts;
 use churnwatch::edge::kafka::config::Config as ServiceConfig;
-use churnwatch::edge::replay::{self, OutputFormat, ReplayOptions, ReplayProgress, ReplaySummary};
+use churnwatch::edge::replay::{self, ReplayOptions, ReplayProgress, ReplaySummary};
 use churnwatch::generate::{self, GenConfig, GenProgress};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -132,12 +133,6 @@ enum UnitArg {
     Weeks,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum Format {
-    Json,
-    Avro,
-}
-
 #[derive(clap::Args)]
 struct RunArgs {
     /// Config file (TOML); see deploy/churnwatch.toml. CHURNWATCH__SECTION__KEY
@@ -177,7 +172,7 @@ struct ReplayArgs {
     #[arg(long)]
     dead_letter: Option<PathBuf>,
     /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Json)]
+    #[arg(long, default_value = "json")]
     format: Format,
     /// Start over: delete the store and truncate the outputs.
     #[arg(long)]
@@ -354,10 +349,7 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(d) = a.dead_letter {
                 opts.dead_letter = d;
             }
-            opts.format = match a.format {
-                Format::Json => OutputFormat::Json,
-                Format::Avro => OutputFormat::Avro,
-            };
+            opts.format = a.format;
             opts.fresh = a.fresh;
             if a.commit_every == 0 {
                 bail!("--commit-every must be at least 1");

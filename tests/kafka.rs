@@ -454,8 +454,9 @@ fn backfill_encoded(bs: &str, h: &History) {
 
 #[test]
 fn avro_and_confluent_inputs_with_avro_output_give_the_same_changes() {
-    use churnwatch::codec::record::{decode_change, ChangeEncoding};
-    use churnwatch::edge::kafka::config::{InputFormat, OutputFormat};
+    use churnwatch::codec::record::decode_change;
+    use churnwatch::codec::Format;
+    use churnwatch::edge::kafka::config::InputFormat;
     let h = history(200, 14);
     let probe = config("", &h.dir.join("s"));
     let cluster = mock_cluster(&probe, PARTITIONS).unwrap();
@@ -470,7 +471,7 @@ fn avro_and_confluent_inputs_with_avro_output_give_the_same_changes() {
     ]
     .into_iter()
     .collect();
-    cfg.output.format = OutputFormat::Avro;
+    cfg.output.format = Format::Avro;
     let running = start(cfg, Policy::default()).unwrap();
     wait_caught_up(&[&running], Duration::from_secs(120));
     let published = running.shared.published();
@@ -484,7 +485,7 @@ fn avro_and_confluent_inputs_with_avro_output_give_the_same_changes() {
     .unwrap();
     let mut got = BTreeMap::new();
     for m in &msgs {
-        let c = decode_change(m.payload().unwrap(), ChangeEncoding::Avro).unwrap();
+        let c = decode_change(m.payload().unwrap(), Format::Avro).unwrap();
         got.insert(c.event_id.clone(), serde_json::to_value(&c).unwrap());
     }
     assert_same(&h, &got);

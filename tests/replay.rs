@@ -1,7 +1,8 @@
 //! Integration tests of the file pipeline against a real sled store on disk and the
 //! real `churnwatch` binary: determinism, crash/resume, dead letters, inspect, Avro.
 
-use churnwatch::edge::replay::{replay, OutputFormat, ReplayOptions};
+use churnwatch::codec::Format;
+use churnwatch::edge::replay::{replay, ReplayOptions};
 use churnwatch::generate::{generate, GenConfig};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -213,7 +214,7 @@ fn avro_output_is_a_readable_container_and_deterministic() {
     let json = replay(&o, &mut |_| {}).unwrap();
     o = opts(&input, dir.path(), "v");
     o.out = dir.path().join("v.avro");
-    o.format = OutputFormat::Avro;
+    o.format = Format::Avro;
     o.commit_every = 1000;
     replay(&o, &mut |_| {}).unwrap();
     let bytes = std::fs::read(&o.out).unwrap();

@@ -2,6 +2,7 @@
 //! Confluent wire format), tick records, and encoding status changes and dead letters.
 
 use crate::codec::avro::{decode_datum, input_schema, status_change_schema, InputKind};
+use crate::codec::Format;
 use crate::core::event::{decode_json_line, InvalidEvent, Validated};
 use crate::core::status::StatusChange;
 use std::collections::HashMap;
@@ -128,22 +129,11 @@ impl TopicDecoder {
     }
 }
 
-/// How status changes are written to the status topic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChangeEncoding {
-    /// JSON objects (the same fields as `replay`'s JSON lines).
-    Json,
-    /// Plain Avro datums of `schemas/status_change.avsc`.
-    Avro,
-}
-
 /// Encodes one status change.
-pub fn encode_change(c: &StatusChange, enc: ChangeEncoding) -> Vec<u8> {
+pub fn encode_change(c: &StatusChange, enc: Format) -> Vec<u8> {
     match enc {
-        ChangeEncoding::Json => {
-            serde_json::to_vec(c).expect("status changes always serialise to JSON")
-        }
-        ChangeEncoding::Avro => apache_avro::to_avro_datum(
+        Format::Json => serde_json::to_vec(c).expect("status changes always serialise to JSON"),
+        Format::Avro => apache_avro::to_avro_datum(
             status_change_schema(),
             crate::codec::avro::status_change_to_value(c),
         )
@@ -152,10 +142,10 @@ pub fn encode_change(c: &StatusChange, enc: ChangeEncoding) -> Vec<u8> {
 }
 
 /// Decodes one status change written by [`encode_change`].
-pub fn decode_change(bytes: &[u8], enc: ChangeEncoding) -> Result<StatusChange, String> {
+pub fn decode_change(bytes: &[u8], enc: Format) -> Result<StatusChange, String> {
     match enc {
-        ChangeEncoding::Json => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
-        ChangeEncoding::Avro => {
+        Format::Json => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
+        Format::Avro => {
             let v = apache_avro::from_avro_datum(status_change_schema(), &mut &bytes[..], None)
                 .map_err(|e| e.to_string())?;
             crate::codec::avro::status_change_from_value(&v).map_err(|e| e.to_string())

@@ -12,3 +12,4 @@ pub mod policy;
 pub mod state;
 pub mod status;
 pub mod time;
+pub mod view;

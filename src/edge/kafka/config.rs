@@ -34,6 +34,7 @@
 //! --print-config`).
 
 use crate::codec::avro::InputKind;
+use crate::codec::Format;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -196,17 +197,6 @@ pub enum InputFormat {
     Confluent,
 }
 
-/// How status changes are encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OutputFormat {
-    /// One JSON status change per message.
-    #[default]
-    Json,
-    /// Avro binary datums with `schemas/status_change.avsc`.
-    Avro,
-}
-
 /// The topics churnwatch writes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -214,7 +204,7 @@ pub struct OutputConfig {
     /// Status changes, keyed by customer. Default `customer-status`.
     pub status_topic: String,
     /// Status-change encoding. Default `json`.
-    pub format: OutputFormat,
+    pub format: Format,
     /// Records that could not be used, with the reason. Default
     /// `churnwatch-dead-letters`.
     pub dead_letter_topic: String,
@@ -238,7 +228,7 @@ impl Default for OutputConfig {
     fn default() -> Self {
         Self {
             status_topic: "customer-status".into(),
-            format: OutputFormat::Json,
+            format: Format::Json,
             dead_letter_topic: "churnwatch-dead-letters".into(),
             changelog_topic: "churnwatch-changelog".into(),
             create_topics: true,
@@ -1056,7 +1046,7 @@ mod tests {
         assert_eq!(c.input.align_wait_ms, 30_000);
         assert_eq!(c.input.max_buffered, 20_000);
         assert_eq!(c.output.status_topic, "customer-status");
-        assert_eq!(c.output.format, OutputFormat::Json);
+        assert_eq!(c.output.format, Format::Json);
         assert_eq!(c.output.dead_letter_topic, "churnwatch-dead-letters");
         assert_eq!(c.output.changelog_topic, "churnwatch-changelog");
         assert!(c.output.create_topics);
@@ -1140,7 +1130,7 @@ mod tests {
         assert_eq!(c.kafka.group_id, "123");
         assert_eq!(c.input.align_wait_ms, 500);
         assert!(!c.output.create_topics);
-        assert_eq!(c.output.format, OutputFormat::Avro);
+        assert_eq!(c.output.format, Format::Avro);
         assert_eq!(c.input.repair_orders.topic, "dms.repair-orders");
         assert_eq!(c.state.dir, PathBuf::from("/var/lib/churnwatch"));
         assert_eq!(c.model, Some(PathBuf::from("/etc/churnwatch/model.toml")));

@@ -9,7 +9,8 @@
 //! The outbox is delivered after the commit and removed after the broker's ack, so a
 //! crash never loses an output and at worst re-sends an identical record.
 
-use crate::codec::record::{encode_change, ChangeEncoding};
+use crate::codec::record::encode_change;
+use crate::codec::Format;
 use crate::core::engine::{Dirty, Engine, EngineMeta};
 use crate::core::event::{FieldIssue, Input};
 use crate::core::policy::Policy;
@@ -206,7 +207,7 @@ pub struct Partition {
     /// Kafka timestamp of the latest record handed to the engine.
     latest_ts: Option<i64>,
     /// How status changes are encoded.
-    encoding: ChangeEncoding,
+    encoding: Format,
 }
 
 impl Partition {
@@ -216,7 +217,7 @@ impl Partition {
         store: Store<SledTreeKv>,
         policy: Policy,
         topics: &[String],
-        encoding: ChangeEncoding,
+        encoding: Format,
     ) -> Result<Self, StoreError> {
         let meta = store.load_meta()?.unwrap_or_default();
         let timers = store.load_timers()?;
@@ -554,7 +555,7 @@ pub fn restore_from_changelog(
 }
 
 /// A status change's outgoing record.
-fn change_record(c: &StatusChange, enc: ChangeEncoding, source_ts_ms: Option<i64>) -> Outgoing {
+fn change_record(c: &StatusChange, enc: Format, source_ts_ms: Option<i64>) -> Outgoing {
     Outgoing {
         kind: OutKind::Change,
         partition: None,
@@ -632,7 +633,7 @@ mod tests {
             store,
             Policy::default(),
             &["a".to_string(), "b".to_string()],
-            ChangeEncoding::Json,
+            Format::Json,
         )
         .unwrap()
     }
@@ -760,14 +761,7 @@ mod tests {
         );
         assert_eq!(store.load_meta().unwrap().unwrap().watermark, Some(Ts(100)));
         assert_eq!(changelog_end(&store).unwrap(), 4);
-        let p = Partition::open(
-            3,
-            store,
-            Policy::default(),
-            &["a".into()],
-            ChangeEncoding::Json,
-        )
-        .unwrap();
+        let p = Partition::open(3, store, Policy::default(), &["a".into()], Format::Json).unwrap();
         assert_eq!(p.offsets(), vec![("a".into(), 7)]);
         assert_eq!(p.seq, 1);
     }

@@ -9,12 +9,13 @@
 //! runtime's handle from the processing thread.
 
 use crate::codec::avro::InputKind;
-use crate::codec::record::{ChangeEncoding, Encoding, TopicDecoder, RECORD_TYPE_HEADER};
+use crate::codec::record::{Encoding, TopicDecoder, RECORD_TYPE_HEADER};
+use crate::codec::Format;
 use crate::core::kpi::KpiAccumulator;
 use crate::core::policy::Policy;
 use crate::core::time::Ts;
 use crate::edge::kafka::admin::AdminState;
-use crate::edge::kafka::config::{Config, InputFormat, OutputFormat, Role};
+use crate::edge::kafka::config::{Config, InputFormat, Role};
 use crate::edge::kafka::metrics::Metrics;
 use crate::edge::kafka::partition::{
     changelog_end, decode, has_state, restore_from_changelog, Buffered, ChangelogRecord, Item,
@@ -223,7 +224,7 @@ impl AdminState for Shared {
         let p = self.parts.read().expect("not poisoned");
         for v in p.values() {
             if let Some(state) = v.store.load(id).map_err(|e| e.to_string())? {
-                return Ok(Some(crate::edge::replay::customer_json(
+                return Ok(Some(crate::core::view::customer_json(
                     &state,
                     v.watermark,
                     &self.policy,
@@ -247,7 +248,7 @@ struct Worker {
     restorer: ClientConfig,
     shared: Arc<Shared>,
     rt: tokio::runtime::Handle,
-    encoding: ChangeEncoding,
+    encoding: Format,
     fatal: Option<ServiceError>,
     last_commit: Instant,
     /// Outbox entries not yet acknowledged, per partition.
@@ -1170,10 +1171,7 @@ pub fn run(
         .set("group.id", format!("{}-restore", cfg.kafka.group_id))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false");
-    let encoding = match cfg.output.format {
-        OutputFormat::Json => ChangeEncoding::Json,
-        OutputFormat::Avro => ChangeEncoding::Avro,
-    };
+    let encoding = cfg.output.format;
     let worker = Arc::new(Mutex::new(Some(Worker {
         cfg: cfg.clone(),
         policy,

@@ -10,6 +10,7 @@
 //! uninterrupted one.
 
 use crate::codec::avro::{self, AvroError, StatusChangeWriter};
+use crate::codec::Format;
 use crate::core::engine::{Counters, Engine, EngineMeta};
 use crate::core::event::{decode_json_line, FieldIssue, Input, InvalidEvent, Validated};
 use crate::core::policy::Policy;
@@ -27,16 +28,6 @@ use thiserror::Error;
 /// Progress key of the replay source in the store.
 pub const SOURCE: &str = "replay";
 
-/// Output encoding of status changes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OutputFormat {
-    /// JSON lines.
-    Json,
-    /// An Avro object container (`schemas/status_change.avsc`).
-    Avro,
-}
-
 /// What to replay and where.
 #[derive(Debug, Clone)]
 pub struct ReplayOptions {
@@ -50,7 +41,7 @@ pub struct ReplayOptions {
     /// Dead-letter file (JSON lines).
     pub dead_letter: PathBuf,
     /// Output format.
-    pub format: OutputFormat,
+    pub format: Format,
     /// Start over: delete the store and truncate the outputs.
     pub fresh: bool,
     /// Commit every this many input records.
@@ -72,7 +63,7 @@ impl ReplayOptions {
             store,
             out,
             dead_letter,
-            format: OutputFormat::Json,
+            format: Format::Json,
             fresh: false,
             commit_every: 200_000,
             cache_capacity: 500_000,
@@ -142,7 +133,7 @@ fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct Progress {
     inputs: Vec<String>,
-    format: Option<OutputFormat>,
+    format: Option<Format>,
     file_index: usize,
     /// Byte offset (JSON lines) or record index (Avro) in the current file.
     position: u64,
@@ -337,11 +328,11 @@ impl Outputs {
             source,
         };
         let out = match opts.format {
-            OutputFormat::Json => Sink::Json(w),
-            OutputFormat::Avro if p.out_len == 0 => {
+            Format::Json => Sink::Json(w),
+            Format::Avro if p.out_len == 0 => {
                 Sink::Avro(StatusChangeWriter::new(w).map_err(avro_err)?)
             }
-            OutputFormat::Avro => Sink::Avro(StatusChangeWriter::resume(w)),
+            Format::Avro => Sink::Avro(StatusChangeWriter::resume(w)),
         };
         Ok(Outputs {
             out_path: opts.out.clone(),
@@ -632,63 +623,9 @@ pub fn inspect(
         return Ok(None);
     };
     let meta = store.load_meta()?.unwrap_or_default();
-    Ok(Some(customer_json(&state, meta.watermark, policy)))
-}
-
-/// A customer's state and status at stream time `at`, as JSON (`inspect` and the
-/// service's `/customers/{id}`).
-pub fn customer_json(
-    state: &crate::core::state::CustomerState,
-    at: Option<Ts>,
-    policy: &Policy,
-) -> serde_json::Value {
-    let assessment = at.and_then(|t| state.assess(t, policy));
-    serde_json::json!({
-        "customer_id": state.customer_id,
-        "stream_time": at.map(Ts::to_rfc3339),
-        "current": assessment.as_ref().map(|a| serde_json::json!({
-            "level": a.status.level,
-            "lifecycle": a.status.lifecycle,
-            "tier": a.status.tier,
-            "cell": a.status.cell(),
-            "days_since_last_visit": a.days_since_last_visit,
-            "reasons": a.reasons,
-        })),
-        "published": state.status.map(|s| serde_json::json!({
-            "level": s.level, "lifecycle": s.lifecycle, "tier": s.tier, "cell": s.cell(),
-            "since": state.status_since.map(Ts::to_rfc3339),
-            "last_change": state.last_change.map(Ts::to_rfc3339),
-        })),
-        "predictions": at.and_then(|t| state.predictions(t, policy)),
-        "effective_customer": at.is_some_and(|t| state.is_effective(t)),
-        "next_timer": state.next_deadline.map(Ts::to_rfc3339),
-        "visits": {
-            "first": state.first_visit.map(Ts::to_rfc3339),
-            "last": state.last_visit.map(Ts::to_rfc3339),
-            "visit_days": state.visit_day_count,
-            "mean_interval_days": state.mean_interval_days(),
-            "visit_days_in_value_window": state.window_visits(policy),
-        },
-        "spend": {
-            "value_window": state.window_spend(),
-            "lifetime": state.lifetime_spend_cents as f64 / 100.0,
-            "repair_orders": state.ro_count,
-            "average_repair_order": state.avg_ro_value(),
-            "ro_mix": crate::core::event::RoType::ALL.iter().map(|t| (t.as_str(), state.ro_mix[t.index()])).collect::<BTreeMap<_, _>>(),
-        },
-        "odometer": {
-            "last_km": state.last_odometer.map(|o| o.km),
-            "km_per_day": state.km_per_day(policy),
-            "last_maintenance": state.last_maintenance.map(|m| serde_json::json!({"time": m.time.to_rfc3339(), "km": m.km})),
-        },
-        "vehicles": state.vehicles.iter().map(|v| serde_json::json!({
-            "vin": v.vin, "model": v.model, "purchase_date": v.purchase_date.map(Ts::to_date_string)})).collect::<Vec<_>>(),
-        "contracts": state.contracts.iter().map(|c| serde_json::json!({
-            "contract_id": c.contract_id, "contract_type": c.contract_type, "action": c.action,
-            "start": c.start.map(Ts::to_date_string), "end": c.end.map(Ts::to_date_string),
-            "amount": c.amount_cents as f64 / 100.0})).collect::<Vec<_>>(),
-        "in_service_region": state.in_service_region.map(|(_, b)| b),
-        "event_participations": state.event_participations,
-        "dealer_id": state.dealer_id,
-    })
+    Ok(Some(crate::core::view::customer_json(
+        &state,
+        meta.watermark,
+        policy,
+    )))
 }
