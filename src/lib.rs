@@ -13,6 +13,7 @@
 
 pub mod codec;
 pub mod core;
+pub mod driver;
 pub mod edge;
 pub mod generate;
 pub mod model;

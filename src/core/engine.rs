@@ -117,6 +117,23 @@ pub struct Dirty {
     pub meta: EngineMeta,
 }
 
+/// What the engine did with a record on arrival (the driver turns it into the
+/// record's outcome).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// A tick: stream time advanced (or not) and due timers fired.
+    Tick,
+    /// An event accepted: buffered until stream time passes it, then applied. (If it
+    /// proves a duplicate only when applied, that is counted in
+    /// [`Counters::duplicates`].)
+    Accepted,
+    /// An event not newer than stream time, applied at once (with a correcting change
+    /// when the status it implies differs from the one published).
+    Late,
+    /// An event whose id is already waiting or already applied: a no-op.
+    Duplicate,
+}
+
 /// The churn engine.
 pub struct Engine {
     policy: Policy,
@@ -186,39 +203,49 @@ impl Engine {
         self.cache.get(customer_id).map(|e| &e.state)
     }
 
-    /// Feeds one record; status changes are appended to `out`.
+    /// Feeds one record; status changes are appended to `out`. Returns what became
+    /// of the record on arrival.
     pub fn process<S: CustomerSource>(
         &mut self,
         input: Input,
         src: &S,
         out: &mut Vec<StatusChange>,
-    ) -> Result<(), S::Error> {
-        match input {
+    ) -> Result<Arrival, S::Error> {
+        let arrival = match input {
             Input::Tick(t) => {
                 self.counters.ticks += 1;
                 self.observe(t);
+                Arrival::Tick
             }
             Input::Event(e) => {
                 self.counters.events += 1;
                 if self.watermark.is_some_and(|w| e.event_time <= w) {
                     self.counters.late += 1;
-                    self.on_late(e, src, out)?;
+                    if self.on_late(e, src, out)? {
+                        Arrival::Late
+                    } else {
+                        Arrival::Duplicate
+                    }
                 } else {
                     let t = e.event_time;
                     let key = (t, e.event_id.clone());
-                    match self.pending.entry(key) {
+                    let arrival = match self.pending.entry(key) {
                         std::collections::btree_map::Entry::Occupied(_) => {
                             self.counters.duplicates += 1;
+                            Arrival::Duplicate
                         }
                         std::collections::btree_map::Entry::Vacant(v) => {
                             v.insert(e);
+                            Arrival::Accepted
                         }
-                    }
+                    };
                     self.observe(t);
+                    arrival
                 }
             }
-        }
-        self.advance(src, out)
+        };
+        self.advance(src, out)?;
+        Ok(arrival)
     }
 
     /// End of input: stream time jumps to the largest time seen (no more lateness to
@@ -292,21 +319,22 @@ impl Engine {
         Ok(())
     }
 
+    /// Applies a late event; false when it was a duplicate.
     fn on_late<S: CustomerSource>(
         &mut self,
         e: Event,
         src: &S,
         out: &mut Vec<StatusChange>,
-    ) -> Result<(), S::Error> {
+    ) -> Result<bool, S::Error> {
         let w = self.watermark.expect("late implies a watermark");
         let entry = entry(&mut self.cache, &mut self.counters, &e, src)?;
         if !entry.state.apply(&e, &self.policy) {
             self.counters.duplicates += 1;
-            return Ok(());
+            return Ok(false);
         }
         entry.dirty = true;
         self.evaluate(&e.customer_id, w, Trigger::Event, Extra::Late(&e, w), out);
-        Ok(())
+        Ok(true)
     }
 
     fn on_timer<S: CustomerSource>(
@@ -1016,7 +1044,9 @@ mod tests {
         let mut out = Vec::new();
         for (i, input) in inputs.into_iter().enumerate() {
             e.process(input, &store, &mut out).unwrap();
-            store.commit(&e.take_dirty(), &[]).unwrap();
+            let mut batch = crate::store::Batch::new();
+            batch.dirty(&e.take_dirty()).unwrap();
+            store.write(batch).unwrap();
             // Drop everything in memory and come back from the store.
             if i % 2 == 0 {
                 e = Engine::restore(

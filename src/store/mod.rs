@@ -1,33 +1,46 @@
-//! Persistence of customer state, the timer index, engine meta and per-source progress.
+//! Persistence: typed tables over a key-value backend, committed in atomic batches.
 //!
-//! One key space, prefixed by kind, so that a whole commit (every dirty customer, the
-//! timer-index changes, the engine meta and the source progress) is one atomic batch:
+//! One key space per store (a sled tree), prefixed by table, so that a whole commit —
+//! every dirty customer, the timer-index changes, the engine meta, the source progress
+//! and the outbox — is one atomic [`Batch`]:
 //!
 //! | key | value |
 //! |---|---|
-//! | `c/<customer_id>` | bincode [`CustomerState`] |
+//! | `c/<customer_id>` | [`CustomerState`] |
 //! | `t/<deadline: 8 bytes big-endian, sign-flipped><customer_id>` | empty (timer index, range-scannable) |
-//! | `m/engine` | bincode [`EngineMeta`] |
-//! | `m/format` | store format version |
-//! | `p/<source>` | the source's own progress record (file position, Kafka offsets) |
+//! | `m/engine` | [`EngineMeta`] |
+//! | `m/format` | store format version (4 bytes big-endian) |
+//! | `p/<source>` | the source's own typed progress record (file position, Kafka offsets) |
+//! | `o/<commit seq: 8 bytes><index: 4 bytes>` | an outbox entry, typed by the edge |
 //!
-//! [`SledStore`] is the durable backend; [`MemStore`] keeps the same layout in memory
-//! for tests. The engine never calls the store on its per-event path except to load a
-//! customer it does not hold (its cache is write-back).
+//! Every value goes through the one codec in [`codec`]; this module builds every key,
+//! so callers never see raw keys or bytes. Scans stream ([`kv::Scan`]): a full pass over
+//! the customers holds one customer at a time.
+//!
+//! This module may use `crate::core` (the values it stores) and nothing above it.
+
+pub mod codec;
+pub mod kv;
+pub mod sled;
+
+pub use self::sled::{open_sled_db, SledKv, SledTreeKv, LOCK_WAIT};
+pub use kv::{Kv, MemKv};
 
 use crate::core::engine::{CustomerSource, Dirty, EngineMeta};
 use crate::core::state::CustomerState;
 use crate::core::time::Ts;
-use std::collections::BTreeMap;
+use codec::{decode, encode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use thiserror::Error;
 
-/// How long [`SledStore::open`] waits for a lock held by a store closed a moment ago.
-pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+/// Version of the key layout and value encodings (2: every progress record in the
+/// store codec; 1 kept replay progress as JSON).
+pub const FORMAT_VERSION: u32 = 2;
 
-/// Version of the key layout and value encodings.
-pub const FORMAT_VERSION: u32 = 1;
+/// What to do about a store that cannot be used as it is.
+const START_OVER: &str = "start a replay over with `replay --fresh`, or for the service remove state.dir (its partitions then restore from the changelog topic)";
 
 /// A store operation that failed.
 #[derive(Debug, Error)]
@@ -38,13 +51,16 @@ pub enum StoreError {
         /// The directory.
         path: PathBuf,
         /// The cause.
-        source: sled::Error,
+        source: ::sled::Error,
     },
+    /// There is no store at the path given.
+    #[error("no state store at {0}; run `churnwatch replay --store {0}` first, or pass the --store of an existing replay")]
+    Missing(PathBuf),
     /// A read or write failed.
-    #[error("state store I/O failed: {0}")]
-    Sled(#[from] sled::Error),
+    #[error("state store I/O failed: {0}; check the disk (free space, permissions) and retry")]
+    Sled(#[from] ::sled::Error),
     /// A stored value cannot be decoded.
-    #[error("state store value under key `{key}` is corrupt ({reason}); start over with --fresh or restore a backup")]
+    #[error("state store value under key `{key}` is corrupt ({reason}); {START_OVER}")]
     Corrupt {
         /// The key.
         key: String,
@@ -52,166 +68,20 @@ pub enum StoreError {
         reason: String,
     },
     /// The store was written by an incompatible version.
-    #[error("state store format {found} is not supported (this build reads {FORMAT_VERSION}); start over with --fresh")]
+    #[error("state store format {found} is not supported (this build reads {FORMAT_VERSION}); {START_OVER}")]
     Version {
         /// Version found.
         found: u32,
     },
 }
 
-/// Key-value pairs from a scan.
-pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
-
-/// The operations a key-value backend must offer.
-pub trait Kv: Send + Sync {
-    /// Value under a key.
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
-    /// All pairs whose key starts with `prefix`, ascending.
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, StoreError>;
-    /// Applies puts (`Some`) and deletes (`None`) atomically and durably.
-    fn apply(&self, ops: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<(), StoreError>;
-    /// Bytes used on disk (0 in memory).
-    fn size_on_disk(&self) -> u64;
-    /// Removes every key, durably.
-    fn clear(&self) -> Result<(), StoreError>;
-}
-
-/// One named sled tree of a shared database (the Kafka service keeps one per input
-/// partition, so each partition's commit is one atomic batch of its own).
-#[derive(Clone)]
-pub struct SledTreeKv {
-    db: sled::Db,
-    tree: sled::Tree,
-}
-
-/// sled-backed key-value storage: the database's default tree (file replay).
-pub type SledKv = SledTreeKv;
-
-impl SledTreeKv {
-    /// The default tree of `db`.
-    pub fn default_tree(db: sled::Db) -> Self {
-        SledTreeKv {
-            tree: (*db).clone(),
-            db,
+impl StoreError {
+    /// A corrupt value under `key`.
+    pub fn corrupt(key: &[u8], reason: impl ToString) -> StoreError {
+        StoreError::Corrupt {
+            key: String::from_utf8_lossy(key).into_owned(),
+            reason: reason.to_string(),
         }
-    }
-
-    /// Opens (or creates) the tree `name` in `db`.
-    pub fn open(db: &sled::Db, name: &str) -> Result<Self, StoreError> {
-        Ok(SledTreeKv {
-            db: db.clone(),
-            tree: db.open_tree(name)?,
-        })
-    }
-}
-
-impl Kv for SledTreeKv {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.tree.get(key)?.map(|v| v.to_vec()))
-    }
-
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, StoreError> {
-        self.tree
-            .scan_prefix(prefix)
-            .map(|r| {
-                r.map(|(k, v)| (k.to_vec(), v.to_vec()))
-                    .map_err(StoreError::from)
-            })
-            .collect()
-    }
-
-    fn apply(&self, ops: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        for (k, v) in ops {
-            match v {
-                Some(v) => batch.insert(k, v),
-                None => batch.remove(k),
-            }
-        }
-        self.tree.apply_batch(batch)?;
-        self.tree.flush()?;
-        Ok(())
-    }
-
-    fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
-    }
-
-    fn clear(&self) -> Result<(), StoreError> {
-        self.tree.clear()?;
-        self.tree.flush()?;
-        Ok(())
-    }
-}
-
-/// Opens (or creates) the sled database behind per-partition trees, waiting up to
-/// [`LOCK_WAIT`] for a lock released a moment ago.
-pub fn open_sled_db(dir: &Path) -> Result<sled::Db, StoreError> {
-    let started = std::time::Instant::now();
-    loop {
-        let opened = sled::Config::new()
-            .path(dir)
-            .cache_capacity(256 * 1024 * 1024)
-            .flush_every_ms(None)
-            .open();
-        match opened {
-            Ok(db) => return Ok(db),
-            Err(sled::Error::Io(e))
-                if e.to_string().contains("could not acquire lock")
-                    && started.elapsed() < LOCK_WAIT =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            Err(source) => {
-                return Err(StoreError::Open {
-                    path: dir.to_path_buf(),
-                    source,
-                })
-            }
-        }
-    }
-}
-
-/// In-memory key-value storage with the same semantics (tests, dry runs).
-#[derive(Default)]
-pub struct MemKv {
-    map: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
-}
-
-impl Kv for MemKv {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.map.lock().expect("lock").get(key).cloned())
-    }
-
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, StoreError> {
-        Ok(self
-            .map
-            .lock()
-            .expect("lock")
-            .range(prefix.to_vec()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
-    }
-
-    fn apply(&self, ops: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<(), StoreError> {
-        let mut m = self.map.lock().expect("lock");
-        for (k, v) in ops {
-            match v {
-                Some(v) => m.insert(k, v),
-                None => m.remove(&k),
-            };
-        }
-        Ok(())
-    }
-
-    fn size_on_disk(&self) -> u64 {
-        0
-    }
-
-    fn clear(&self) -> Result<(), StoreError> {
-        self.map.lock().expect("store lock").clear();
-        Ok(())
     }
 }
 
@@ -226,57 +96,150 @@ pub type SledStore = Store<SledKv>;
 /// The in-memory store.
 pub type MemStore = Store<MemKv>;
 
-fn customer_key(id: &str) -> Vec<u8> {
-    let mut k = b"c/".to_vec();
-    k.extend_from_slice(id.as_bytes());
+const CUSTOMERS: &[u8] = b"c/";
+const TIMERS: &[u8] = b"t/";
+const PROGRESS: &[u8] = b"p/";
+const OUTBOX: &[u8] = b"o/";
+const META_KEY: &[u8] = b"m/engine";
+const FORMAT_KEY: &[u8] = b"m/format";
+
+fn key(prefix: &[u8], rest: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + rest.len());
+    k.extend_from_slice(prefix);
+    k.extend_from_slice(rest);
     k
 }
 
 fn timer_key(at: Ts, id: &str) -> Vec<u8> {
-    let mut k = b"t/".to_vec();
+    let mut k = TIMERS.to_vec();
     k.extend_from_slice(&((at.0 as u64) ^ (1 << 63)).to_be_bytes());
     k.extend_from_slice(id.as_bytes());
     k
 }
 
-fn progress_key(source: &str) -> Vec<u8> {
-    let mut k = b"p/".to_vec();
-    k.extend_from_slice(source.as_bytes());
-    k
+fn parse_timer_key(k: &[u8]) -> Result<(Ts, String), StoreError> {
+    if k.len() < 10 {
+        return Err(StoreError::corrupt(k, "timer key too short"));
+    }
+    let b: [u8; 8] = k[2..10].try_into().expect("8 bytes");
+    let at = Ts((u64::from_be_bytes(b) ^ (1 << 63)) as i64);
+    let id = String::from_utf8(k[10..].to_vec()).map_err(|e| StoreError::corrupt(k, e))?;
+    Ok((at, id))
 }
 
-const META_KEY: &[u8] = b"m/engine";
-const FORMAT_KEY: &[u8] = b"m/format";
-
-/// Compact value encoding: bincode with variable-length integers.
-fn codec() -> impl bincode::Options {
-    bincode::DefaultOptions::new()
+/// Where an outbox entry sits: its commit and its index within the commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OutboxKey {
+    /// The commit's sequence number.
+    pub seq: u64,
+    /// Position within the commit.
+    pub index: u32,
 }
 
-fn encode<T: serde::Serialize>(v: &T, key: &[u8]) -> Result<Vec<u8>, StoreError> {
-    bincode::Options::serialize(codec(), v).map_err(|e| corrupt(key, e))
+impl OutboxKey {
+    fn bytes(self) -> Vec<u8> {
+        let mut k = OUTBOX.to_vec();
+        k.extend_from_slice(&self.seq.to_be_bytes());
+        k.extend_from_slice(&self.index.to_be_bytes());
+        k
+    }
+
+    fn parse(k: &[u8]) -> Result<OutboxKey, StoreError> {
+        if k.len() != 14 {
+            return Err(StoreError::corrupt(k, "outbox key has the wrong length"));
+        }
+        Ok(OutboxKey {
+            seq: u64::from_be_bytes(k[2..10].try_into().expect("8 bytes")),
+            index: u32::from_be_bytes(k[10..14].try_into().expect("4 bytes")),
+        })
+    }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(v: &[u8], key: &[u8]) -> Result<T, StoreError> {
-    bincode::Options::deserialize(codec(), v).map_err(|e| corrupt(key, e))
+/// One commit's outbox entries, in order, with the commit's sequence number.
+pub type OutboxBatch<O> = (u64, Vec<(OutboxKey, O)>);
+
+/// Writes to apply together, atomically and durably, with [`Store::write`].
+#[derive(Default)]
+pub struct Batch {
+    ops: Vec<kv::Op>,
 }
 
-fn corrupt(key: &[u8], reason: impl ToString) -> StoreError {
-    StoreError::Corrupt {
-        key: String::from_utf8_lossy(key).into_owned(),
-        reason: reason.to_string(),
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Batch {
+        Batch::default()
+    }
+
+    /// The engine's changes: dirty customers, timer-index changes and the meta.
+    pub fn dirty(&mut self, dirty: &Dirty) -> Result<&mut Self, StoreError> {
+        self.ops.reserve(
+            dirty.customers.len() + dirty.timers_added.len() + dirty.timers_removed.len() + 1,
+        );
+        for c in &dirty.customers {
+            let k = key(CUSTOMERS, c.customer_id.as_bytes());
+            let v = encode(c, &k)?;
+            self.ops.push((k, Some(v)));
+        }
+        for (at, id) in &dirty.timers_removed {
+            self.ops.push((timer_key(*at, id), None));
+        }
+        for (at, id) in &dirty.timers_added {
+            self.ops.push((timer_key(*at, id), Some(Vec::new())));
+        }
+        let meta = encode(&dirty.meta, META_KEY)?;
+        self.ops.push((META_KEY.to_vec(), Some(meta)));
+        Ok(self)
+    }
+
+    /// A source's progress record (replaces the previous one).
+    pub fn progress<P: Serialize>(
+        &mut self,
+        source: &str,
+        progress: &P,
+    ) -> Result<&mut Self, StoreError> {
+        let k = key(PROGRESS, source.as_bytes());
+        let v = encode(progress, &k)?;
+        self.ops.push((k, Some(v)));
+        Ok(self)
+    }
+
+    /// Commit `seq`'s outbox entries, in order.
+    pub fn outbox<O: Serialize>(
+        &mut self,
+        seq: u64,
+        entries: &[O],
+    ) -> Result<&mut Self, StoreError> {
+        for (i, o) in entries.iter().enumerate() {
+            let k = OutboxKey {
+                seq,
+                index: i as u32,
+            }
+            .bytes();
+            let v = encode(o, &k)?;
+            self.ops.push((k, Some(v)));
+        }
+        Ok(self)
+    }
+
+    /// Removes delivered outbox entries.
+    pub fn remove_outbox(&mut self, keys: impl IntoIterator<Item = OutboxKey>) -> &mut Self {
+        self.ops.extend(keys.into_iter().map(|k| (k.bytes(), None)));
+        self
     }
 }
 
 impl SledStore {
-    /// Opens (or creates) a store directory.
-    ///
-    /// sled releases its file lock from its own threads shortly after the last handle
-    /// is dropped, so a store closed a moment ago in this process can still be locked:
-    /// opening waits up to [`LOCK_WAIT`] for the lock before reporting that another
-    /// process holds it.
+    /// Opens (or creates) a store directory; see [`open_sled_db`] for the lock wait.
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
         Store::with_kv(SledTreeKv::default_tree(open_sled_db(dir)?))
+    }
+
+    /// Opens an existing store directory, without creating one.
+    pub fn open_existing(dir: &Path) -> Result<SledStore, StoreError> {
+        if !dir.join("conf").exists() {
+            return Err(StoreError::Missing(dir.to_path_buf()));
+        }
+        Self::open(dir)
     }
 }
 
@@ -296,7 +259,7 @@ impl<K: Kv> Store<K> {
                     .as_slice()
                     .try_into()
                     .map(u32::from_be_bytes)
-                    .map_err(|_| corrupt(FORMAT_KEY, "not a 4-byte version"))?;
+                    .map_err(|_| StoreError::corrupt(FORMAT_KEY, "not a 4-byte version"))?;
                 if found != FORMAT_VERSION {
                     return Err(StoreError::Version { found });
                 }
@@ -309,14 +272,19 @@ impl<K: Kv> Store<K> {
         Ok(Store { kv })
     }
 
-    /// Removes everything (customers, timers, meta, progress and any other keys),
-    /// keeping the store usable: the format version is written again.
+    /// Removes everything (customers, timers, meta, progress, outbox), keeping the
+    /// store usable: the format version is written again.
     pub fn clear(&self) -> Result<(), StoreError> {
         self.kv.clear()?;
         self.kv.apply(vec![(
             FORMAT_KEY.to_vec(),
             Some(FORMAT_VERSION.to_be_bytes().to_vec()),
         )])
+    }
+
+    /// Applies a batch atomically and durably.
+    pub fn write(&self, batch: Batch) -> Result<(), StoreError> {
+        self.kv.apply(batch.ops)
     }
 
     /// The engine meta, if any was committed.
@@ -330,87 +298,67 @@ impl<K: Kv> Store<K> {
     /// Every timer entry, ascending by deadline.
     pub fn load_timers(&self) -> Result<Vec<(Ts, String)>, StoreError> {
         self.kv
-            .scan_prefix(b"t/")?
-            .into_iter()
-            .map(|(k, _)| {
-                if k.len() < 10 {
-                    return Err(corrupt(&k, "timer key too short"));
-                }
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&k[2..10]);
-                let at = Ts((u64::from_be_bytes(b) ^ (1 << 63)) as i64);
-                let id = String::from_utf8(k[10..].to_vec()).map_err(|e| corrupt(&k, e))?;
-                Ok((at, id))
-            })
+            .scan_prefix(TIMERS)
+            .map(|r| r.and_then(|(k, _)| parse_timer_key(&k)))
             .collect()
     }
 
     /// A source's committed progress record.
-    pub fn load_progress(&self, source: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.kv.get(&progress_key(source))
-    }
-
-    /// Every stored customer id (for reports; scans the whole store).
-    pub fn customer_ids(&self) -> Result<Vec<String>, StoreError> {
-        self.kv
-            .scan_prefix(b"c/")?
-            .into_iter()
-            .map(|(k, _)| String::from_utf8(k[2..].to_vec()).map_err(|e| corrupt(&k, e)))
-            .collect()
-    }
-
-    /// Commits the engine's changes and the sources' progress in one atomic batch.
-    pub fn commit(&self, dirty: &Dirty, progress: &[(&str, Vec<u8>)]) -> Result<(), StoreError> {
-        self.commit_with(dirty, progress, Vec::new())
-    }
-
-    /// Like [`Store::commit`], with further raw operations (keys outside the prefixes
-    /// above, such as an outbox) in the same atomic batch.
-    pub fn commit_with(
+    pub fn load_progress<P: DeserializeOwned>(
         &self,
-        dirty: &Dirty,
-        progress: &[(&str, Vec<u8>)],
-        extra: Vec<(Vec<u8>, Option<Vec<u8>>)>,
-    ) -> Result<(), StoreError> {
-        let mut ops = Vec::with_capacity(
-            dirty.customers.len() + dirty.timers_added.len() + dirty.timers_removed.len() + 2,
-        );
-        for c in &dirty.customers {
-            let key = customer_key(&c.customer_id);
-            let v = encode(c, &key)?;
-            ops.push((key, Some(v)));
-        }
-        for (at, id) in &dirty.timers_removed {
-            ops.push((timer_key(*at, id), None));
-        }
-        for (at, id) in &dirty.timers_added {
-            ops.push((timer_key(*at, id), Some(Vec::new())));
-        }
-        let meta = encode(&dirty.meta, META_KEY)?;
-        ops.push((META_KEY.to_vec(), Some(meta)));
-        for (source, p) in progress {
-            ops.push((progress_key(source), Some(p.clone())));
-        }
-        ops.extend(extra);
-        self.kv.apply(ops)
+        source: &str,
+    ) -> Result<Option<P>, StoreError> {
+        let k = key(PROGRESS, source.as_bytes());
+        self.kv.get(&k)?.map(|v| decode(&v, &k)).transpose()
     }
 
-    /// The backend, for keys this module does not define (outbox entries).
-    pub fn kv(&self) -> &K {
-        &self.kv
+    /// Whether a source has committed progress.
+    pub fn has_progress(&self, source: &str) -> Result<bool, StoreError> {
+        Ok(self.kv.get(&key(PROGRESS, source.as_bytes()))?.is_some())
     }
 
-    /// The key under which a source's progress is stored (for raw batches).
-    pub fn progress_key(source: &str) -> Vec<u8> {
-        progress_key(source)
+    /// Every stored customer id, ascending, read lazily.
+    pub fn customer_ids(&self) -> impl Iterator<Item = Result<String, StoreError>> + '_ {
+        self.kv.scan_prefix(CUSTOMERS).map(|r| {
+            r.and_then(|(k, _)| {
+                String::from_utf8(k[2..].to_vec()).map_err(|e| StoreError::corrupt(&k, e))
+            })
+        })
     }
 
-    /// Calls `f` with every stored customer state (a full scan, for periodic reports).
+    /// Calls `f` with every stored customer state, one at a time (a streaming scan, for
+    /// periodic reports: memory holds one customer, not the store).
     pub fn for_each_customer(&self, mut f: impl FnMut(CustomerState)) -> Result<(), StoreError> {
-        for (k, v) in self.kv.scan_prefix(b"c/")? {
+        for r in self.kv.scan_prefix(CUSTOMERS) {
+            let (k, v) = r?;
             f(decode(&v, &k)?);
         }
         Ok(())
+    }
+
+    /// Committed outbox entries, grouped by commit, in order.
+    pub fn outbox<O: DeserializeOwned>(&self) -> Result<Vec<OutboxBatch<O>>, StoreError> {
+        let mut by_seq: Vec<OutboxBatch<O>> = Vec::new();
+        for r in self.kv.scan_prefix(OUTBOX) {
+            let (k, v) = r?;
+            let key = OutboxKey::parse(&k)?;
+            let o: O = decode(&v, &k)?;
+            match by_seq.last_mut() {
+                Some((s, list)) if *s == key.seq => list.push((key, o)),
+                _ => by_seq.push((key.seq, vec![(key, o)])),
+            }
+        }
+        Ok(by_seq)
+    }
+
+    /// Outbox entries waiting for delivery.
+    pub fn outbox_len(&self) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for r in self.kv.scan_prefix(OUTBOX) {
+            r?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// Bytes on disk.
@@ -423,8 +371,8 @@ impl<K: Kv> CustomerSource for Store<K> {
     type Error = StoreError;
 
     fn load(&self, customer_id: &str) -> Result<Option<CustomerState>, StoreError> {
-        let key = customer_key(customer_id);
-        self.kv.get(&key)?.map(|v| decode(&v, &key)).transpose()
+        let k = key(CUSTOMERS, customer_id.as_bytes());
+        self.kv.get(&k)?.map(|v| decode(&v, &k)).transpose()
     }
 }
 
@@ -452,8 +400,46 @@ mod tests {
         }
     }
 
+    fn commit<K: Kv>(s: &Store<K>, d: &Dirty, progress: Option<&str>) {
+        let mut b = Batch::new();
+        b.dirty(d).unwrap();
+        if let Some(p) = progress {
+            b.progress("replay", &p.to_string()).unwrap();
+        }
+        s.write(b).unwrap();
+    }
+
+    #[test]
+    fn outbox_entries_come_back_by_commit_and_go_when_delivered() {
+        let s = MemStore::in_memory();
+        let mut b = Batch::new();
+        b.outbox(1, &["a".to_string(), "b".to_string()]).unwrap();
+        b.outbox(2, &["c".to_string()]).unwrap();
+        s.write(b).unwrap();
+        let o = s.outbox::<String>().unwrap();
+        assert_eq!(o.len(), 2);
+        assert_eq!(o[0].0, 1);
+        assert_eq!(o[0].1[1].1, "b");
+        assert_eq!(o[1].1[0].0, OutboxKey { seq: 2, index: 0 });
+        assert_eq!(s.outbox_len().unwrap(), 3);
+        let mut b = Batch::new();
+        b.remove_outbox(o[0].1.iter().map(|(k, _)| *k));
+        s.write(b).unwrap();
+        assert_eq!(s.outbox::<String>().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_missing_store_is_reported_as_missing_not_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = SledStore::open_existing(&dir.path().join("nope"))
+            .err()
+            .unwrap();
+        assert!(matches!(e, StoreError::Missing(_)), "{e}");
+        assert!(e.to_string().contains("run `churnwatch replay"), "{e}");
+    }
+
     fn round_trip<K: Kv>(s: Store<K>) {
-        s.commit(&dirty(), &[("replay", b"pos".to_vec())]).unwrap();
+        commit(&s, &dirty(), Some("pos"));
         assert_eq!(s.load("C1").unwrap().unwrap().next_deadline, Some(Ts(-5)));
         assert!(s.load("C9").unwrap().is_none());
         assert_eq!(
@@ -461,14 +447,15 @@ mod tests {
             vec![(Ts(-5), "C1".to_string()), (Ts(10), "C2".to_string())]
         );
         assert_eq!(s.load_meta().unwrap().unwrap().counters.events, 9);
-        assert_eq!(s.load_progress("replay").unwrap().unwrap(), b"pos");
+        assert_eq!(s.load_progress::<String>("replay").unwrap().unwrap(), "pos");
         let mut d = dirty();
         d.customers.clear();
         d.timers_added.clear();
         d.timers_removed = vec![(Ts(-5), "C1".into())];
-        s.commit(&d, &[]).unwrap();
+        commit(&s, &d, None);
         assert_eq!(s.load_timers().unwrap(), vec![(Ts(10), "C2".to_string())]);
-        assert_eq!(s.customer_ids().unwrap(), vec!["C1".to_string()]);
+        let ids: Vec<String> = s.customer_ids().collect::<Result<_, _>>().unwrap();
+        assert_eq!(ids, vec!["C1".to_string()]);
     }
 
     #[test]
@@ -480,11 +467,11 @@ mod tests {
     fn clear_empties_the_store_and_keeps_it_usable() {
         let dir = tempfile::tempdir().unwrap();
         let s = SledStore::open(dir.path()).unwrap();
-        s.commit(&dirty(), &[("replay", b"pos".to_vec())]).unwrap();
+        commit(&s, &dirty(), Some("pos"));
         s.clear().unwrap();
         assert!(s.load_meta().unwrap().is_none());
         assert!(s.load_timers().unwrap().is_empty());
-        assert!(s.load_progress("replay").unwrap().is_none());
+        assert!(s.load_progress::<String>("replay").unwrap().is_none());
         drop(s);
         // Still a valid store (format version present).
         round_trip(SledStore::open(dir.path()).unwrap());
@@ -504,7 +491,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for _ in 0..20 {
             let s = SledStore::open(dir.path()).unwrap();
-            s.commit(&dirty(), &[]).unwrap();
+            commit(&s, &dirty(), None);
         }
         let held = SledStore::open(dir.path()).unwrap();
         let started = std::time::Instant::now();

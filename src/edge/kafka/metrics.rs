@@ -36,44 +36,6 @@ const COMMIT_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// What became of a consumed record (the `outcome` label of
-/// `churnwatch_events_consumed_total`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Outcome {
-    /// A customer event applied.
-    Ok,
-    /// An event whose id was already applied.
-    Duplicate,
-    /// An event older than stream time.
-    Late,
-    /// A record that failed decoding or validation.
-    Invalid,
-    /// A tick record.
-    Tick,
-}
-
-impl Outcome {
-    /// Every outcome.
-    pub const ALL: [Outcome; 5] = [
-        Outcome::Ok,
-        Outcome::Duplicate,
-        Outcome::Late,
-        Outcome::Invalid,
-        Outcome::Tick,
-    ];
-
-    /// Label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Ok => "ok",
-            Outcome::Duplicate => "duplicate",
-            Outcome::Late => "late",
-            Outcome::Invalid => "invalid",
-            Outcome::Tick => "tick",
-        }
-    }
-}
-
 /// The `from`/`to` label value of a level: its wire name, or [`NO_LEVEL`] for a first
 /// status.
 pub fn level_label(level: Option<Level>) -> &'static str {
@@ -432,6 +394,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::driver::Outcome;
 
     /// The value of the sample `series` (name with labels) in `text`, if present.
     fn sample(text: &str, series: &str) -> Option<f64> {

@@ -3,6 +3,7 @@
 //! server. [`start`] wires them together; the binary adds signal handling.
 
 pub mod admin;
+pub mod changelog;
 pub mod config;
 pub mod io;
 pub mod metrics;

@@ -1,30 +1,31 @@
-//! One input partition's processing: the event-time merge of its input topics, the
-//! engine, the sled tree holding its state, offsets and outbox, and the changelog
-//! records that let another instance restore it.
+//! One input partition of the Kafka service: the event-time merge of its input
+//! topics in front of a [`Driver`], and the outbox that turns the driver's outputs into
+//! Kafka records.
 //!
-//! Partition `p` of every input topic feeds one engine (inputs are co-partitioned by
-//! customer). Each commit writes, in one atomic sled batch of the partition's tree:
-//! the dirty customers, timer-index changes, engine meta, the input offsets, and an
-//! *outbox* of everything to publish — status changes, dead letters, changelog records.
-//! The outbox is delivered after the commit and removed after the broker's ack, so a
-//! crash never loses an output and at worst re-sends an identical record.
+//! Partition `p` of every input topic feeds one driver (inputs are co-partitioned by
+//! customer) over the partition's own sled tree. Each commit writes, in one atomic
+//! batch of that tree: the dirty customers, timer-index changes, engine meta, the input
+//! offsets, and an *outbox* of everything to publish — status changes, dead letters,
+//! changelog records. The outbox is delivered after the commit and removed after the
+//! broker's ack, so a crash never loses an output and at worst re-sends an identical
+//! record. This module decides nothing about records (the driver does); it orders them
+//! and encodes what comes out.
 
+pub use super::changelog::{
+    changelog_end, has_state, restore_from_changelog, ChangelogRecord, Progress, CHANGELOG_END,
+    PROGRESS,
+};
 use crate::codec::record::encode_change;
 use crate::codec::Format;
-use crate::core::engine::{Dirty, Engine, EngineMeta};
-use crate::core::event::{FieldIssue, Input};
+use crate::core::engine::Engine;
+use crate::core::event::{InvalidEvent, Validated};
 use crate::core::policy::Policy;
-use crate::core::state::CustomerState;
 use crate::core::status::StatusChange;
 use crate::core::time::Ts;
-use crate::store::{Kv, SledTreeKv, Store, StoreError};
+use crate::driver::{DeadLetter, Driver, Handled, Origin, Outputs};
+use crate::store::{Batch, OutboxKey, SledTreeKv, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
-
-/// The progress record's source name in the partition's tree.
-pub const PROGRESS: &str = "kafka";
-/// The source name under which the changelog end offset is kept.
-pub const CHANGELOG_END: &str = "changelog_end";
 
 /// What one outgoing record is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,62 +58,8 @@ pub struct Outgoing {
     pub source_ts_ms: Option<i64>,
 }
 
-/// A changelog value.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum ChangelogRecord {
-    /// A customer's state as of commit `seq`.
-    Customer {
-        /// Commit sequence number.
-        seq: u64,
-        /// The state.
-        state: Box<CustomerState>,
-    },
-    /// A commit's engine meta and the input offsets it reflects.
-    Meta {
-        /// Commit sequence number.
-        seq: u64,
-        /// Engine meta.
-        meta: Box<EngineMeta>,
-        /// Next offset to read per input topic.
-        offsets: Vec<(String, i64)>,
-    },
-}
-
-/// One commit's outbox entries (key, record), in order, with its sequence number.
-pub type OutboxBatch = (u64, Vec<(Vec<u8>, Outgoing)>);
-
-/// The progress record kept in the partition's tree.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Progress {
-    /// Commit sequence number of the last commit.
-    pub seq: u64,
-    /// Next offset to read per input topic.
-    pub offsets: Vec<(String, i64)>,
-}
-
-fn codec() -> impl bincode::Options {
-    bincode::DefaultOptions::new()
-}
-
-/// Encodes a value with the store's compact encoding.
-pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
-    bincode::Options::serialize(codec(), v).expect("in-memory values always serialise")
-}
-
-/// Decodes a value encoded by [`encode`].
-pub fn decode<T: serde::de::DeserializeOwned>(b: &[u8], what: &str) -> Result<T, StoreError> {
-    bincode::Options::deserialize(codec(), b).map_err(|e| StoreError::Corrupt {
-        key: what.to_string(),
-        reason: e.to_string(),
-    })
-}
-
-fn outbox_key(seq: u64, idx: u32) -> Vec<u8> {
-    let mut k = b"o/".to_vec();
-    k.extend_from_slice(&seq.to_be_bytes());
-    k.extend_from_slice(&idx.to_be_bytes());
-    k
-}
+/// One commit's outbox entries, in order, with its sequence number.
+pub type OutboxBatch = crate::store::OutboxBatch<Outgoing>;
 
 /// One buffered input record of a source.
 #[derive(Debug)]
@@ -121,32 +68,41 @@ pub struct Buffered {
     pub offset: i64,
     /// Kafka timestamp (ms), if any.
     pub ts_ms: Option<i64>,
-    /// What it is.
-    pub item: Item,
+    /// The decoded and validated record, or why it cannot be used.
+    pub record: Result<Validated, InvalidEvent>,
+    /// The raw value, kept only when a dead letter will quote it.
+    pub raw: Vec<u8>,
 }
 
-/// A decoded input record, or a rejected one.
-#[derive(Debug)]
-#[allow(clippy::large_enum_variant)] // valid records are the common case; boxing them costs more
-pub enum Item {
-    /// A valid record (possibly with dropped fields to note).
-    Input {
-        /// The record.
-        input: Input,
-        /// Fields dropped, each noted in the dead-letter topic.
-        issues: Vec<FieldIssue>,
-        /// Raw value, kept only when there are issues.
-        raw: Vec<u8>,
-    },
-    /// A record that cannot be used.
-    Dead {
-        /// Short code.
-        code: String,
-        /// What was wrong.
-        reason: String,
-        /// The raw value.
-        raw: Vec<u8>,
-    },
+impl Buffered {
+    /// A record read at `offset`; the raw value is kept only for a rejected record or
+    /// one with dropped fields.
+    pub fn new(
+        offset: i64,
+        ts_ms: Option<i64>,
+        record: Result<Validated, InvalidEvent>,
+        value: Option<&[u8]>,
+    ) -> Self {
+        let quoted = match &record {
+            Ok(v) => !v.issues.is_empty(),
+            Err(_) => true,
+        };
+        let raw = if quoted {
+            crate::driver::truncate_raw(value.unwrap_or_default()).to_vec()
+        } else {
+            Vec::new()
+        };
+        Buffered {
+            offset,
+            ts_ms,
+            record,
+            raw,
+        }
+    }
+
+    fn time(&self) -> Option<Ts> {
+        self.record.as_ref().ok().map(|v| v.input.time())
+    }
 }
 
 /// One input topic's queue within a partition.
@@ -154,7 +110,7 @@ pub enum Item {
 pub struct Source {
     /// Topic name.
     pub topic: String,
-    /// Records read but not yet handed to the engine.
+    /// Records read but not yet handed to the driver.
     pub queue: VecDeque<Buffered>,
     /// The offset to resume from: the first buffered record, or the next unread one.
     pub next_offset: i64,
@@ -170,21 +126,21 @@ impl Source {
     }
 
     /// Whether nothing more is to be read right now (caught up with the log end).
-    fn idle(&self) -> bool {
+    pub fn idle(&self) -> bool {
         self.queue.is_empty() && self.high_watermark >= 0 && self.next_offset >= self.high_watermark
     }
 }
 
-/// Outcome counts of one [`Partition::release`] call, for metrics.
+/// What one [`Partition::release`] call handed on, for metrics.
 #[derive(Debug, Default)]
 pub struct Released {
     /// Status changes emitted.
     pub changes: Vec<StatusChange>,
-    /// (topic, type name, outcome) per record handed on.
-    pub outcomes: Vec<(usize, &'static str, &'static str)>,
+    /// (source index, what the driver reported) per record handed on.
+    pub handled: Vec<(usize, Handled)>,
     /// Dead letters by (source index, code).
-    pub dead: Vec<(usize, String)>,
-    /// Seconds spent in the engine per record.
+    pub dead: Vec<(usize, &'static str)>,
+    /// Seconds spent in the driver per record.
     pub engine_seconds: Vec<f64>,
 }
 
@@ -192,22 +148,18 @@ pub struct Released {
 pub struct Partition {
     /// Partition number.
     pub id: i32,
-    /// The partition's store.
-    pub store: Store<SledTreeKv>,
-    /// The engine.
-    pub engine: Engine,
+    driver: Driver<SledTreeKv>,
     /// One queue per distinct input topic.
     pub sources: Vec<Source>,
-    /// Outputs of records handed to the engine since the last commit.
+    /// Outputs of records handed on since the last commit.
     pending_out: Vec<Outgoing>,
     /// Last commit sequence number.
     pub seq: u64,
-    /// Records handed on since the last commit.
-    pub since_commit: usize,
-    /// Kafka timestamp of the latest record handed to the engine.
+    /// Kafka timestamp of the latest record handed on.
     latest_ts: Option<i64>,
     /// How status changes are encoded.
     encoding: Format,
+    produced: Outputs,
 }
 
 impl Partition {
@@ -219,12 +171,7 @@ impl Partition {
         topics: &[String],
         encoding: Format,
     ) -> Result<Self, StoreError> {
-        let meta = store.load_meta()?.unwrap_or_default();
-        let timers = store.load_timers()?;
-        let progress: Progress = match store.load_progress(PROGRESS)? {
-            Some(b) => decode(&b, "p/kafka")?,
-            None => Progress::default(),
-        };
+        let progress: Progress = store.load_progress(PROGRESS)?.unwrap_or_default();
         let offsets: BTreeMap<String, i64> = progress.offsets.into_iter().collect();
         let sources = topics
             .iter()
@@ -238,15 +185,29 @@ impl Partition {
             .collect();
         Ok(Partition {
             id,
-            store,
-            engine: Engine::restore(policy, meta, timers),
+            driver: Driver::open(store, policy)?,
             sources,
             pending_out: Vec::new(),
             seq: progress.seq,
-            since_commit: 0,
             latest_ts: None,
             encoding,
+            produced: Outputs::default(),
         })
+    }
+
+    /// The engine (counters, stream time).
+    pub fn engine(&self) -> &Engine {
+        self.driver.engine()
+    }
+
+    /// The partition's store.
+    pub fn store(&self) -> &Store<SledTreeKv> {
+        self.driver.store()
+    }
+
+    /// Records handed on since the last commit.
+    pub fn since_commit(&self) -> usize {
+        self.driver.since_commit()
     }
 
     /// The committed offsets (next to read) per topic.
@@ -269,7 +230,7 @@ impl Partition {
         s.queue.push_back(b);
     }
 
-    /// Hands records to the engine in event-time order across the sources, as far as
+    /// Hands records to the driver in event-time order across the sources, as far as
     /// every source either has a record buffered, is caught up with its log end, or
     /// has kept the others waiting longer than `align_wait`. Returns what happened.
     pub fn release(
@@ -282,25 +243,18 @@ impl Partition {
         loop {
             // Rejected records need no ordering: pass them on at once.
             for i in 0..self.sources.len() {
-                while matches!(
-                    self.sources[i].queue.front(),
-                    Some(Buffered {
-                        item: Item::Dead { .. },
-                        ..
-                    })
-                ) {
+                while self.sources[i]
+                    .queue
+                    .front()
+                    .is_some_and(|b| b.record.is_err())
+                {
                     let b = self.sources[i].queue.pop_front().expect("front exists");
-                    self.dead_letter(i, b, &mut r);
+                    self.hand_on(i, b, &mut r)?;
                 }
             }
             let mut best: Option<(usize, Ts)> = None;
             for (i, s) in self.sources.iter().enumerate() {
-                if let Some(Buffered {
-                    item: Item::Input { input, .. },
-                    ..
-                }) = s.queue.front()
-                {
-                    let t = input.time();
+                if let Some(t) = s.queue.front().and_then(Buffered::time) {
                     if best.is_none_or(|(_, bt)| t < bt) {
                         best = Some((i, t));
                     }
@@ -322,236 +276,98 @@ impl Partition {
                 }
             }
             let b = self.sources[i].queue.pop_front().expect("best has a front");
-            self.apply(i, b, &mut r)?;
+            self.hand_on(i, b, &mut r)?;
         }
         Ok(r)
     }
 
-    fn dead_letter(&mut self, src: usize, b: Buffered, r: &mut Released) {
-        if let Item::Dead { code, reason, raw } = b.item {
-            let topic = self.sources[src].topic.clone();
-            self.pending_out.push(dead_record(
-                &topic, self.id, b.offset, &code, &reason, raw, false,
-            ));
-            r.dead.push((src, code));
-            r.outcomes.push((src, "unknown", "invalid"));
-            self.since_commit += 1;
-        }
-    }
-
-    fn apply(&mut self, src: usize, b: Buffered, r: &mut Released) -> Result<(), StoreError> {
-        let Item::Input { input, issues, raw } = b.item else {
-            unreachable!("dead letters are released before")
-        };
-        for issue in &issues {
-            self.pending_out.push(dead_record(
-                &self.sources[src].topic,
-                self.id,
-                b.offset,
-                "field_dropped",
-                &format!("field `{}` dropped: {}", issue.field, issue.problem),
-                raw.clone(),
-                true,
-            ));
-            r.dead.push((src, "field_dropped".into()));
-        }
-        let counts = |c: &crate::core::engine::Counters| (c.duplicates, c.late);
-        let (type_name, before) = match &input {
-            Input::Tick(_) => ("tick", None),
-            Input::Event(e) => (e.type_name(), Some(counts(self.engine.counters()))),
-        };
-        if b.ts_ms.is_some() {
+    fn hand_on(&mut self, src: usize, b: Buffered, r: &mut Released) -> Result<(), StoreError> {
+        if b.ts_ms.is_some() && b.record.is_ok() {
             self.latest_ts = b.ts_ms;
         }
-        let started = std::time::Instant::now();
-        let mut changes = Vec::new();
-        self.engine.process(input, &self.store, &mut changes)?;
-        r.engine_seconds.push(started.elapsed().as_secs_f64());
-        let outcome = match before {
-            None => "tick",
-            Some((duplicates, late)) => {
-                let (d, l) = counts(self.engine.counters());
-                if d > duplicates {
-                    "duplicate"
-                } else if l > late {
-                    "late"
-                } else {
-                    "ok"
-                }
-            }
+        let origin = Origin {
+            source: &self.sources[src].topic,
+            partition: Some(self.id),
+            position: b.offset,
         };
-        r.outcomes.push((src, type_name, outcome));
-        for c in &changes {
-            self.pending_out
-                .push(change_record(c, self.encoding, b.ts_ms));
+        let started = std::time::Instant::now();
+        let h = self
+            .driver
+            .handle(b.record, origin, &b.raw, &mut self.produced)?;
+        r.engine_seconds.push(started.elapsed().as_secs_f64());
+        r.handled.push((src, h));
+        for d in self.produced.dead.drain(..) {
+            r.dead.push((src, d.code));
+            self.pending_out.push(dead_record(&d));
         }
-        r.changes.extend(changes);
-        self.since_commit += 1;
+        for c in self.produced.changes.drain(..) {
+            self.pending_out
+                .push(change_record(&c, self.encoding, b.ts_ms));
+            r.changes.push(c);
+        }
         Ok(())
     }
 
     /// Commits everything handed on since the last commit: state, offsets and the
     /// outbox in one atomic batch. Returns the number of outbox entries written.
     pub fn commit(&mut self, cache_capacity: usize) -> Result<usize, StoreError> {
-        let dirty: Dirty = self.engine.take_dirty();
         let seq = self.seq + 1;
         let offsets = self.offsets();
         let mut out: Vec<Outgoing> = std::mem::take(&mut self.pending_out);
-        for c in &dirty.customers {
+        let (id, latest_ts) = (self.id, self.latest_ts);
+        let mut n = 0;
+        self.driver.commit(cache_capacity, |dirty, batch| {
+            for c in &dirty.customers {
+                out.push(Outgoing {
+                    kind: OutKind::ChangelogCustomer,
+                    partition: Some(id),
+                    key: format!("c/{}", c.customer_id).into_bytes(),
+                    value: ChangelogRecord::Customer {
+                        seq,
+                        state: Box::new(c.clone()),
+                    }
+                    .encode(),
+                    headers: Vec::new(),
+                    source_ts_ms: None,
+                });
+            }
             out.push(Outgoing {
-                kind: OutKind::ChangelogCustomer,
-                partition: Some(self.id),
-                key: format!("c/{}", c.customer_id).into_bytes(),
-                value: encode(&ChangelogRecord::Customer {
+                kind: OutKind::ChangelogMeta,
+                partition: Some(id),
+                key: b"m".to_vec(),
+                value: ChangelogRecord::Meta {
                     seq,
-                    state: Box::new(c.clone()),
-                }),
+                    meta: Box::new(dirty.meta.clone()),
+                    offsets: offsets.clone(),
+                }
+                .encode(),
                 headers: Vec::new(),
-                source_ts_ms: None,
+                source_ts_ms: latest_ts,
             });
-        }
-        out.push(Outgoing {
-            kind: OutKind::ChangelogMeta,
-            partition: Some(self.id),
-            key: b"m".to_vec(),
-            value: encode(&ChangelogRecord::Meta {
-                seq,
-                meta: Box::new(dirty.meta.clone()),
-                offsets: offsets.clone(),
-            }),
-            headers: Vec::new(),
-            source_ts_ms: self.latest_ts,
-        });
-        let n = out.len();
-        let extra = out
-            .iter()
-            .enumerate()
-            .map(|(i, o)| (outbox_key(seq, i as u32), Some(encode(o))))
-            .collect();
-        let progress = encode(&Progress { seq, offsets });
-        self.store
-            .commit_with(&dirty, &[(PROGRESS, progress)], extra)?;
+            n = out.len();
+            batch
+                .progress(PROGRESS, &Progress { seq, offsets })?
+                .outbox(seq, &out)?;
+            Ok(())
+        })?;
         self.seq = seq;
-        self.since_commit = 0;
-        self.engine.evict(cache_capacity);
         Ok(n)
     }
 
     /// Committed outbox entries, by commit sequence, in order.
     pub fn outbox(&self) -> Result<Vec<OutboxBatch>, StoreError> {
-        let mut by_seq: Vec<OutboxBatch> = Vec::new();
-        for (k, v) in self.store.kv().scan_prefix(b"o/")? {
-            if k.len() != 14 {
-                return Err(StoreError::Corrupt {
-                    key: String::from_utf8_lossy(&k).into_owned(),
-                    reason: "outbox key has the wrong length".into(),
-                });
-            }
-            let seq = u64::from_be_bytes(k[2..10].try_into().expect("8 bytes"));
-            let o: Outgoing = decode(&v, "o/")?;
-            match by_seq.last_mut() {
-                Some((s, list)) if *s == seq => list.push((k, o)),
-                _ => by_seq.push((seq, vec![(k, o)])),
-            }
-        }
-        Ok(by_seq)
+        self.store().outbox()
     }
 
     /// Removes delivered outbox entries and records the changelog's end offset, in
     /// one batch.
-    pub fn delivered(&self, keys: Vec<Vec<u8>>, changelog_end: i64) -> Result<(), StoreError> {
-        let mut ops: Vec<(Vec<u8>, Option<Vec<u8>>)> =
-            keys.into_iter().map(|k| (k, None)).collect();
-        ops.push((
-            Store::<SledTreeKv>::progress_key(CHANGELOG_END),
-            Some(changelog_end.to_be_bytes().to_vec()),
-        ));
-        self.store.kv().apply(ops)
+    pub fn delivered(&self, keys: Vec<OutboxKey>, changelog_end: i64) -> Result<(), StoreError> {
+        let mut batch = Batch::new();
+        batch
+            .remove_outbox(keys)
+            .progress(CHANGELOG_END, &changelog_end)?;
+        self.store().write(batch)
     }
-}
-
-/// The changelog end offset this partition's tree last wrote or restored (0 if none).
-pub fn changelog_end(store: &Store<SledTreeKv>) -> Result<i64, StoreError> {
-    Ok(match store.load_progress(CHANGELOG_END)? {
-        Some(b) if b.len() == 8 => i64::from_be_bytes(b.try_into().expect("8 bytes")),
-        Some(_) => {
-            return Err(StoreError::Corrupt {
-                key: "p/changelog_end".into(),
-                reason: "not an 8-byte offset".into(),
-            })
-        }
-        None => 0,
-    })
-}
-
-/// Whether the tree holds any committed state.
-pub fn has_state(store: &Store<SledTreeKv>) -> Result<bool, StoreError> {
-    Ok(store.load_progress(PROGRESS)?.is_some())
-}
-
-/// Rebuilds a partition's tree from its changelog records (in log order), ending at
-/// changelog offset `end`: the last meta record gives the engine meta and offsets;
-/// each customer's latest state no newer than that commit is kept (a newer one, from
-/// a commit whose meta never arrived, only when nothing older survived compaction).
-/// Returns the number of customers restored.
-pub fn restore_from_changelog(
-    store: &Store<SledTreeKv>,
-    records: impl IntoIterator<Item = ChangelogRecord>,
-    end: i64,
-) -> Result<usize, StoreError> {
-    let mut meta: Option<(u64, Box<EngineMeta>, Progress)> = None;
-    // customer → (latest state with seq ≤ a meta seen so far, newest state overall)
-    let mut customers: BTreeMap<String, (u64, Box<CustomerState>)> = BTreeMap::new();
-    let mut newer: BTreeMap<String, (u64, Box<CustomerState>)> = BTreeMap::new();
-    for r in records {
-        match r {
-            ChangelogRecord::Customer { seq, state } => {
-                newer.insert(state.customer_id.clone(), (seq, state));
-            }
-            ChangelogRecord::Meta {
-                seq,
-                meta: m,
-                offsets,
-            } => {
-                // Every customer record of commits up to `seq` is now confirmed.
-                let confirmed: Vec<String> = newer
-                    .iter()
-                    .filter(|(_, (s, _))| *s <= seq)
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                for k in confirmed {
-                    let v = newer.remove(&k).expect("listed");
-                    customers.insert(k, v);
-                }
-                meta = Some((seq, m, Progress { seq, offsets }));
-            }
-        }
-    }
-    for (k, v) in newer {
-        customers.entry(k).or_insert(v);
-    }
-    let (_, meta, progress) = meta.unwrap_or_default();
-    let mut dirty = Dirty {
-        meta: *meta,
-        ..Dirty::default()
-    };
-    for (_, (_, state)) in customers {
-        if let Some(d) = state.next_deadline {
-            dirty.timers_added.push((d, state.customer_id.clone()));
-        }
-        dirty.customers.push(*state);
-    }
-    let n = dirty.customers.len();
-    let progress = encode(&progress);
-    store.commit_with(
-        &dirty,
-        &[
-            (PROGRESS, progress),
-            (CHANGELOG_END, end.to_be_bytes().to_vec()),
-        ],
-        Vec::new(),
-    )?;
-    Ok(n)
 }
 
 /// A status change's outgoing record.
@@ -566,43 +382,46 @@ fn change_record(c: &StatusChange, enc: Format, source_ts_ms: Option<i64>) -> Ou
     }
 }
 
-/// A dead-letter record: the raw value, with the reason and the source position in
-/// headers.
-fn dead_record(
-    topic: &str,
-    partition: i32,
-    offset: i64,
-    code: &str,
-    reason: &str,
-    raw: Vec<u8>,
-    kept: bool,
-) -> Outgoing {
+/// A dead letter's outgoing record: the raw value, with the driver's code, outcome,
+/// field and reason and the source position in headers.
+fn dead_record(d: &DeadLetter) -> Outgoing {
+    let partition = d.partition.unwrap_or_default();
+    let mut headers = vec![
+        (
+            "churnwatch-error-code".to_string(),
+            d.code.as_bytes().to_vec(),
+        ),
+        ("churnwatch-error".into(), d.reason.as_bytes().to_vec()),
+        (
+            "churnwatch-outcome".into(),
+            d.outcome.as_str().as_bytes().to_vec(),
+        ),
+        (
+            "churnwatch-source-topic".into(),
+            d.source.as_bytes().to_vec(),
+        ),
+        (
+            "churnwatch-source-partition".into(),
+            partition.to_string().into_bytes(),
+        ),
+        (
+            "churnwatch-source-offset".into(),
+            d.position.to_string().into_bytes(),
+        ),
+        (
+            "churnwatch-event-kept".into(),
+            d.outcome.kept().to_string().into_bytes(),
+        ),
+    ];
+    if let Some(f) = &d.field {
+        headers.push(("churnwatch-field".into(), f.as_bytes().to_vec()));
+    }
     Outgoing {
         kind: OutKind::DeadLetter,
         partition: None,
-        key: format!("{topic}/{partition}/{offset}").into_bytes(),
-        value: raw,
-        headers: vec![
-            ("churnwatch-error-code".into(), code.as_bytes().to_vec()),
-            ("churnwatch-error".into(), reason.as_bytes().to_vec()),
-            ("churnwatch-source-topic".into(), topic.as_bytes().to_vec()),
-            (
-                "churnwatch-source-partition".into(),
-                partition.to_string().into_bytes(),
-            ),
-            (
-                "churnwatch-source-offset".into(),
-                offset.to_string().into_bytes(),
-            ),
-            (
-                "churnwatch-event-kept".into(),
-                if kept {
-                    b"true".to_vec()
-                } else {
-                    b"false".to_vec()
-                },
-            ),
-        ],
+        key: format!("{}/{}/{}", d.source, partition, d.position).into_bytes(),
+        value: d.raw.clone(),
+        headers,
         source_ts_ms: None,
     }
 }
@@ -613,16 +432,10 @@ mod tests {
     use crate::core::event::decode_json_line;
     use std::time::{Duration, Instant};
 
-    fn visit(id: &str, customer: &str, t: &str) -> Item {
-        let line = format!(
+    fn visit(id: &str, customer: &str, t: &str) -> Result<Validated, InvalidEvent> {
+        decode_json_line(&format!(
             r#"{{"type":"visit","event_id":"{id}","event_time":"{t}","dealer_id":"D1","customer_id":"{customer}","visit_type":"service"}}"#
-        );
-        let v = decode_json_line(&line).unwrap();
-        Item::Input {
-            input: v.input,
-            issues: v.issues,
-            raw: Vec::new(),
-        }
+        ))
     }
 
     fn open(dir: &std::path::Path) -> Partition {
@@ -638,15 +451,8 @@ mod tests {
         .unwrap()
     }
 
-    fn push(p: &mut Partition, src: usize, offset: i64, item: Item) {
-        p.push(
-            src,
-            Buffered {
-                offset,
-                ts_ms: Some(1),
-                item,
-            },
-        );
+    fn push(p: &mut Partition, src: usize, offset: i64, record: Result<Validated, InvalidEvent>) {
+        p.push(src, Buffered::new(offset, Some(1), record, Some(b"{")));
     }
 
     #[test]
@@ -659,20 +465,20 @@ mod tests {
         let wait = Duration::from_secs(60);
         // Source b has not reported its end yet: nothing may pass.
         let r = p.release(now, wait, false).unwrap();
-        assert!(r.outcomes.is_empty());
+        assert!(r.handled.is_empty());
         push(&mut p, 1, 0, visit("e2", "C2", "2024-02-01T10:00:00Z"));
         p.sources[1].high_watermark = 1;
         let r = p.release(now, wait, false).unwrap();
         // e1 (Jan), e2 (Feb); then b is caught up, so e3 (Mar) passes too.
-        assert_eq!(r.outcomes.len(), 3);
-        assert_eq!(p.engine.counters().events, 3);
+        assert_eq!(r.handled.len(), 3);
+        assert_eq!(p.engine().counters().events, 3);
         assert_eq!(p.offsets(), vec![("a".into(), 2), ("b".into(), 1)]);
         // After the wait a lagging source no longer blocks.
         push(&mut p, 0, 2, visit("e4", "C1", "2024-04-01T10:00:00Z"));
         p.sources[1].high_watermark = 5;
-        assert!(p.release(now, wait, false).unwrap().outcomes.is_empty());
+        assert!(p.release(now, wait, false).unwrap().handled.is_empty());
         let later = now + Duration::from_secs(61);
-        assert_eq!(p.release(later, wait, false).unwrap().outcomes.len(), 1);
+        assert_eq!(p.release(later, wait, false).unwrap().handled.len(), 1);
     }
 
     #[test]
@@ -683,17 +489,9 @@ mod tests {
         push(&mut p, 0, 0, visit("e1", "C1", "2024-01-01T10:00:00Z"));
         // A day later: stream time passes e1, so C1's state changes.
         push(&mut p, 0, 1, visit("e0", "C2", "2024-01-02T10:00:00Z"));
-        push(
-            &mut p,
-            0,
-            2,
-            Item::Dead {
-                code: "malformed".into(),
-                reason: "not JSON".into(),
-                raw: b"{".to_vec(),
-            },
-        );
-        p.release(Instant::now(), Duration::ZERO, false).unwrap();
+        push(&mut p, 0, 2, decode_json_line("{"));
+        let r = p.release(Instant::now(), Duration::ZERO, false).unwrap();
+        assert_eq!(r.dead, vec![(0, "malformed")]);
         let n = p.commit(10).unwrap();
         assert!(n >= 2, "a dead letter, a changelog customer and the meta");
         let outbox = p.outbox().unwrap();
@@ -702,67 +500,40 @@ mod tests {
         assert!(kinds.contains(&OutKind::DeadLetter));
         assert!(kinds.contains(&OutKind::ChangelogCustomer));
         assert_eq!(*kinds.last().unwrap(), OutKind::ChangelogMeta);
-        let keys = outbox[0].1.iter().map(|(k, _)| k.clone()).collect();
+        let dead = outbox[0]
+            .1
+            .iter()
+            .find(|(_, o)| o.kind == OutKind::DeadLetter)
+            .unwrap();
+        let header = |k: &str| {
+            dead.1
+                .headers
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| String::from_utf8(v.clone()).unwrap())
+        };
+        assert_eq!(
+            header("churnwatch-error-code").as_deref(),
+            Some("malformed")
+        );
+        assert_eq!(header("churnwatch-outcome").as_deref(), Some("rejected"));
+        assert_eq!(header("churnwatch-source-offset").as_deref(), Some("2"));
+        assert_eq!(dead.1.value, b"{");
+        let keys = outbox[0].1.iter().map(|(k, _)| *k).collect();
         p.delivered(keys, 42).unwrap();
         assert!(p.outbox().unwrap().is_empty());
-        assert_eq!(changelog_end(&p.store).unwrap(), 42);
+        assert_eq!(changelog_end(p.store()).unwrap(), 42);
         // Reopen: offsets and sequence come back from the tree.
         let seq = p.seq;
         drop(p);
         let p = open(dir.path());
         assert_eq!(p.seq, seq);
         assert_eq!(p.offsets(), vec![("a".into(), 3), ("b".into(), 0)]);
-        assert_eq!(p.engine.pending_events(), 1, "C2's visit waits in the meta");
-        assert!(has_state(&p.store).unwrap());
-    }
-
-    #[test]
-    fn restore_keeps_each_customers_state_as_of_the_last_complete_commit() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = crate::store::open_sled_db(dir.path()).unwrap();
-        let store = Store::with_kv(SledTreeKv::open(&db, "partition-3").unwrap()).unwrap();
-        let mut c1 = CustomerState::new("C1", "D1");
-        c1.next_deadline = Some(Ts(500));
-        let mut c1_newer = c1.clone();
-        c1_newer.visit_day_count = 9;
-        let c2 = CustomerState::new("C2", "D1");
-        let meta = EngineMeta {
-            watermark: Some(Ts(100)),
-            ..EngineMeta::default()
-        };
-        let records = vec![
-            ChangelogRecord::Customer {
-                seq: 1,
-                state: Box::new(c1.clone()),
-            },
-            ChangelogRecord::Meta {
-                seq: 1,
-                meta: Box::new(meta),
-                offsets: vec![("a".into(), 7)],
-            },
-            // Commit 2 never completed (no meta): its C1 is ignored, its C2 (nothing
-            // older survives) is kept.
-            ChangelogRecord::Customer {
-                seq: 2,
-                state: Box::new(c1_newer),
-            },
-            ChangelogRecord::Customer {
-                seq: 2,
-                state: Box::new(c2),
-            },
-        ];
-        assert_eq!(restore_from_changelog(&store, records, 4).unwrap(), 2);
-        use crate::core::engine::CustomerSource;
-        assert_eq!(store.load("C1").unwrap().unwrap(), c1);
-        assert!(store.load("C2").unwrap().is_some());
         assert_eq!(
-            store.load_timers().unwrap(),
-            vec![(Ts(500), "C1".to_string())]
+            p.engine().pending_events(),
+            1,
+            "C2's visit waits in the meta"
         );
-        assert_eq!(store.load_meta().unwrap().unwrap().watermark, Some(Ts(100)));
-        assert_eq!(changelog_end(&store).unwrap(), 4);
-        let p = Partition::open(3, store, Policy::default(), &["a".into()], Format::Json).unwrap();
-        assert_eq!(p.offsets(), vec![("a".into(), 7)]);
-        assert_eq!(p.seq, 1);
+        assert!(has_state(p.store()).unwrap());
     }
 }

@@ -14,12 +14,13 @@ use crate::codec::Format;
 use crate::core::kpi::KpiAccumulator;
 use crate::core::policy::Policy;
 use crate::core::time::Ts;
+use crate::driver::Outcome;
 use crate::edge::kafka::admin::AdminState;
 use crate::edge::kafka::config::{Config, InputFormat, Role};
 use crate::edge::kafka::metrics::Metrics;
 use crate::edge::kafka::partition::{
-    changelog_end, decode, has_state, restore_from_changelog, Buffered, ChangelogRecord, Item,
-    OutKind, Outgoing, Partition,
+    changelog_end, has_state, restore_from_changelog, Buffered, ChangelogRecord, OutKind, Outgoing,
+    Partition,
 };
 use crate::store::{open_sled_db, SledTreeKv, Store, StoreError};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
@@ -441,7 +442,7 @@ impl Worker {
             );
             if let Some(v) = self.shared.parts.write().expect("not poisoned").get_mut(&p) {
                 v.ready = true;
-                v.watermark = self.parts[&p].engine.watermark();
+                v.watermark = self.parts[&p].engine().watermark();
             }
         }
         self.update_partition_gauges();
@@ -510,7 +511,7 @@ impl Worker {
                 Some(Ok(m)) => {
                     last = m.offset();
                     if let Some(v) = m.payload() {
-                        out.push(decode(v, "changelog record")?);
+                        out.push(ChangelogRecord::decode(v)?);
                     }
                 }
                 Some(Err(e)) => return Err(kafka("reading the changelog")(e)),
@@ -537,37 +538,18 @@ impl Worker {
             h.iter()
                 .any(|x| x.key == RECORD_TYPE_HEADER && x.value == Some(b"tick".as_slice()))
         });
-        let item = match self.decoders[src].decode(m.payload(), tick) {
-            Ok(v) => Item::Input {
-                raw: if v.issues.is_empty() {
-                    Vec::new()
-                } else {
-                    m.payload().unwrap_or_default().to_vec()
-                },
-                input: v.input,
-                issues: v.issues,
-            },
-            Err(e) => {
-                self.shared
-                    .metrics
-                    .decode_errors
-                    .with_label_values(&[e.code()])
-                    .inc();
-                Item::Dead {
-                    code: e.code().to_string(),
-                    reason: e.to_string(),
-                    raw: m.payload().unwrap_or_default().to_vec(),
-                }
-            }
-        };
+        let record = self.decoders[src].decode(m.payload(), tick);
+        if let Err(e) = &record {
+            self.shared
+                .metrics
+                .decode_errors
+                .with_label_values(&[e.code()])
+                .inc();
+        }
         let part = self.parts.get_mut(&p).expect("checked");
         part.push(
             src,
-            Buffered {
-                offset: m.offset(),
-                ts_ms: m.timestamp().to_millis(),
-                item,
-            },
+            Buffered::new(m.offset(), m.timestamp().to_millis(), record, m.payload()),
         );
     }
 
@@ -597,13 +579,13 @@ impl Worker {
                 .expect("listed")
                 .release(now, align, force)?;
             let m = &self.shared.metrics;
-            for (src, ty, outcome) in &released.outcomes {
+            for (src, h) in &released.handled {
                 m.events_consumed
-                    .with_label_values(&[self.topics[*src].as_str(), ty, outcome])
+                    .with_label_values(&[self.topics[*src].as_str(), h.kind, h.outcome.as_str()])
                     .inc();
-                match *outcome {
-                    "late" => m.late_events.inc(),
-                    "tick" => m.ticks_consumed.inc(),
+                match h.outcome {
+                    Outcome::Late => m.late_events.inc(),
+                    Outcome::Tick => m.ticks_consumed.inc(),
                     _ => {}
                 }
                 m.processed_events.inc();
@@ -650,14 +632,14 @@ impl Worker {
             || self
                 .parts
                 .values()
-                .any(|p| p.since_commit >= self.cfg.state.commit_max_records);
+                .any(|p| p.since_commit() >= self.cfg.state.commit_max_records);
         if due || force {
             self.commit_all(consumer)?;
         }
         let caught = !self.parts.is_empty()
             && self.outbox_pending.values().all(|n| *n == 0)
             && self.parts.values().all(|p| {
-                p.since_commit == 0
+                p.since_commit() == 0
                     && p.sources.iter().all(|s| {
                         s.queue.is_empty()
                             && s.high_watermark >= 0
@@ -675,7 +657,7 @@ impl Worker {
     fn commit_partition(&mut self, p: i32) -> Result<bool, ServiceError> {
         let cap = self.cfg.state.cache_capacity;
         let part = self.parts.get_mut(&p).expect("owned partition");
-        if part.since_commit == 0 {
+        if part.since_commit() == 0 {
             return Ok(false);
         }
         let started = Instant::now();
@@ -685,7 +667,7 @@ impl Worker {
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());
         if let Some(v) = self.shared.parts.write().expect("not poisoned").get_mut(&p) {
-            v.watermark = part.engine.watermark();
+            v.watermark = part.engine().watermark();
         }
         Ok(true)
     }
@@ -824,7 +806,7 @@ impl Worker {
                 return false;
             };
             for ((p, (_, entries)), off) in round.iter().zip(offsets) {
-                let keys = entries.iter().map(|(k, _)| k.clone()).collect();
+                let keys = entries.iter().map(|(k, _)| *k).collect();
                 if let Err(e) = self.parts[p].delivered(keys, off + 1) {
                     error!(partition = p, error = %e, "cannot clear the delivered outbox entries");
                     return false;
@@ -923,7 +905,7 @@ impl Worker {
         let (mut lvl, mut life, mut tier) = ([0u64; 4], [0u64; 4], [0u64; 3]);
         let mut timers = 0usize;
         for part in self.parts.values() {
-            let c = part.engine.counters();
+            let c = part.engine().counters();
             for (a, b) in lvl.iter_mut().zip(c.customers_by_level) {
                 *a += b;
             }
@@ -933,7 +915,7 @@ impl Worker {
             for (a, b) in tier.iter_mut().zip(c.customers_by_tier) {
                 *a += b;
             }
-            timers += part.engine.timers_pending();
+            timers += part.engine().timers_pending();
         }
         m.set_population(lvl, life, tier);
         m.timers_pending.set(timers as i64);

@@ -11,12 +11,13 @@
 
 use crate::codec::avro::{self, AvroError, StatusChangeWriter};
 use crate::codec::Format;
-use crate::core::engine::{Counters, Engine, EngineMeta};
-use crate::core::event::{decode_json_line, FieldIssue, Input, InvalidEvent, Validated};
+use crate::core::engine::{Counters, EngineMeta};
+use crate::core::event::{decode_json_line, InvalidEvent};
 use crate::core::policy::Policy;
 use crate::core::status::{Level, Lifecycle, StatusChange, Tier};
 use crate::core::time::Ts;
-use crate::store::{SledStore, StoreError};
+use crate::driver::{DeadLetter, Driver, Origin, Outcome, Outputs as Produced};
+use crate::store::{SledKv, SledStore, StoreError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -255,30 +256,16 @@ fn summary(
     }
 }
 
-/// A dead-letter record.
+/// A dead letter as a JSON line of the dead-letter file.
 #[derive(Debug, Serialize)]
-struct DeadLetter<'a> {
+struct DeadLine<'a> {
     source: &'a str,
-    record: u64,
+    record: i64,
     outcome: &'static str,
-    code: &'a str,
+    code: &'static str,
     field: Option<&'a str>,
-    reason: String,
-    raw: &'a str,
-}
-
-/// Longest raw input kept in a dead-letter record.
-const MAX_RAW: usize = 4096;
-
-fn truncate_raw(raw: &str) -> &str {
-    if raw.len() <= MAX_RAW {
-        return raw;
-    }
-    let mut end = MAX_RAW;
-    while !raw.is_char_boundary(end) {
-        end -= 1;
-    }
-    &raw[..end]
+    reason: &'a str,
+    raw: std::borrow::Cow<'a, str>,
 }
 
 // One sink per replay; its size does not matter.
@@ -343,8 +330,17 @@ impl Outputs {
         })
     }
 
-    fn dead(&mut self, d: &DeadLetter<'_>) -> Result<(), ReplayError> {
-        serde_json::to_writer(&mut self.dead, d)
+    fn dead(&mut self, d: &DeadLetter) -> Result<(), ReplayError> {
+        let line = DeadLine {
+            source: &d.source,
+            record: d.position,
+            outcome: d.outcome.as_str(),
+            code: d.code,
+            field: d.field.as_deref(),
+            reason: &d.reason,
+            raw: String::from_utf8_lossy(&d.raw),
+        };
+        serde_json::to_writer(&mut self.dead, &line)
             .map_err(std::io::Error::from)
             .and_then(|_| self.dead.write_all(b"\n"))
             .map_err(io("cannot write dead letters to", &self.dead_path))
@@ -399,6 +395,85 @@ fn remove_store(dir: &Path) -> Result<(), ReplayError> {
     std::fs::remove_dir_all(dir).map_err(io("cannot remove store", dir))
 }
 
+/// The replay's state between records: the driver, the output files and the
+/// progress record committed with the engine's state.
+struct Run<'a> {
+    opts: &'a ReplayOptions,
+    driver: Driver<SledKv>,
+    outs: Outputs,
+    produced: Produced,
+    p: Progress,
+    started: Instant,
+    elapsed_before: u64,
+}
+
+impl Run<'_> {
+    /// Hands one record to the driver and moves its outputs to the files' buffers.
+    fn handle(
+        &mut self,
+        source: &str,
+        record: Result<crate::core::event::Validated, InvalidEvent>,
+        raw: &[u8],
+    ) -> Result<(), ReplayError> {
+        self.p.records += 1;
+        self.p.record_in_file += 1;
+        let origin = Origin {
+            source,
+            partition: None,
+            position: self.p.record_in_file as i64,
+        };
+        let h = self
+            .driver
+            .handle(record, origin, raw, &mut self.produced)?;
+        if h.outcome == Outcome::Invalid {
+            self.p.bad += 1;
+        }
+        self.p.field_issues += h.fields_dropped as u64;
+        self.collect()
+    }
+
+    fn collect(&mut self) -> Result<(), ReplayError> {
+        for d in self.produced.dead.drain(..) {
+            self.outs.dead(&d)?;
+        }
+        self.outs.changes.append(&mut self.produced.changes);
+        Ok(())
+    }
+
+    /// Writes and fsyncs the outputs, then commits state and progress (with the
+    /// outputs' lengths) in one batch.
+    fn commit(&mut self) -> Result<(), ReplayError> {
+        let (o, d) = self.outs.sync()?;
+        self.p.out_len = o;
+        self.p.dead_len = d;
+        self.p.elapsed_ms = self.elapsed_before + self.started.elapsed().as_millis() as u64;
+        let p = &self.p;
+        self.driver.commit(self.opts.cache_capacity, |_, batch| {
+            batch.progress(SOURCE, p)?;
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// Commits when the record count reaches a commit point.
+    fn maybe_commit(
+        &mut self,
+        progress: &mut dyn FnMut(ReplayProgress),
+        bytes_done: u64,
+        bytes_total: u64,
+    ) -> Result<(), ReplayError> {
+        if self.p.records % self.opts.commit_every == 0 {
+            self.commit()?;
+            progress(ReplayProgress {
+                bytes_done,
+                bytes_total,
+                records: self.p.records,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Runs a replay; resumes from the store unless `fresh`.
 pub fn replay(
     opts: &ReplayOptions,
@@ -421,16 +496,9 @@ pub fn replay(
         remove_store(&opts.store)?;
     }
     let store = SledStore::open(&opts.store)?;
-    let stored: Option<Progress> = store
-        .load_progress(SOURCE)?
-        .map(|v| serde_json::from_slice(&v))
-        .transpose()
-        .map_err(|e| StoreError::Corrupt {
-            key: format!("p/{SOURCE}"),
-            reason: e.to_string(),
-        })?;
+    let stored: Option<Progress> = store.load_progress(SOURCE)?;
     let resumed = stored.is_some();
-    let mut p = stored.unwrap_or_else(|| Progress {
+    let p = stored.unwrap_or_else(|| Progress {
         inputs: names.clone(),
         format: Some(opts.format),
         ..Progress::default()
@@ -442,8 +510,8 @@ pub fn replay(
             given: format!("{names:?} as {:?}", opts.format),
         });
     }
-    let meta = store.load_meta()?.unwrap_or_default();
     if p.finished {
+        let meta = store.load_meta()?.unwrap_or_default();
         return Ok(summary(
             &meta.counters,
             &meta,
@@ -453,74 +521,27 @@ pub fn replay(
             store.size_on_disk(),
         ));
     }
-    let mut engine = Engine::restore(opts.policy.clone(), meta, store.load_timers()?);
-    let mut outs = Outputs::open(opts, &p)?;
-    let started = Instant::now();
-    let elapsed_before = p.elapsed_ms;
+    let driver = Driver::open(store, opts.policy.clone())?;
+    let outs = Outputs::open(opts, &p)?;
+    let mut run = Run {
+        opts,
+        driver,
+        outs,
+        produced: Produced::default(),
+        elapsed_before: p.elapsed_ms,
+        p,
+        started: Instant::now(),
+    };
     let bytes_total: u64 = sizes.iter().sum();
-    let mut changes = Vec::new();
 
-    let commit =
-        |engine: &mut Engine, outs: &mut Outputs, p: &mut Progress| -> Result<(), ReplayError> {
-            let (o, d) = outs.sync()?;
-            p.out_len = o;
-            p.dead_len = d;
-            p.elapsed_ms = elapsed_before + started.elapsed().as_millis() as u64;
-            let dirty = engine.take_dirty();
-            let bytes = serde_json::to_vec(p).expect("progress serialises");
-            store.commit(&dirty, &[(SOURCE, bytes)])?;
-            engine.evict(opts.cache_capacity);
-            Ok(())
-        };
-
-    while p.file_index < opts.inputs.len() {
-        let path = &opts.inputs[p.file_index];
-        let source = names[p.file_index].as_str();
-        let done_before: u64 = sizes[..p.file_index].iter().sum();
+    while run.p.file_index < opts.inputs.len() {
+        let path = &opts.inputs[run.p.file_index];
+        let source = names[run.p.file_index].as_str();
+        let done_before: u64 = sizes[..run.p.file_index].iter().sum();
         let is_avro = path
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("avro"));
         let file = File::open(path).map_err(io("cannot open input", path))?;
-        let mut handle = |v: Result<Validated, InvalidEvent>,
-                          raw: &str,
-                          engine: &mut Engine,
-                          outs: &mut Outputs,
-                          p: &mut Progress|
-         -> Result<(), ReplayError> {
-            p.records += 1;
-            p.record_in_file += 1;
-            match v {
-                Ok(v) => {
-                    for FieldIssue { field, problem } in &v.issues {
-                        p.field_issues += 1;
-                        outs.dead(&DeadLetter {
-                            source,
-                            record: p.record_in_file,
-                            outcome: "field_dropped",
-                            code: "invalid_field",
-                            field: Some(field),
-                            reason: problem.clone(),
-                            raw: truncate_raw(raw),
-                        })?;
-                    }
-                    engine.process(v.input, &store, &mut changes)?;
-                    outs.changes.append(&mut changes);
-                }
-                Err(e) => {
-                    p.bad += 1;
-                    outs.dead(&DeadLetter {
-                        source,
-                        record: p.record_in_file,
-                        outcome: "rejected",
-                        code: e.code(),
-                        field: e.field(),
-                        reason: e.to_string(),
-                        raw: truncate_raw(raw),
-                    })?;
-                }
-            }
-            Ok(())
-        };
         if is_avro {
             let records =
                 avro::read_container(BufReader::new(file)).map_err(|source| ReplayError::Avro {
@@ -528,24 +549,17 @@ pub fn replay(
                     source,
                 })?;
             for (i, r) in records.enumerate() {
-                if (i as u64) < p.position {
+                if (i as u64) < run.p.position {
                     continue;
                 }
-                p.position = i as u64 + 1;
-                handle(r, "<avro record>", &mut engine, &mut outs, &mut p)?;
-                if p.records % opts.commit_every == 0 {
-                    commit(&mut engine, &mut outs, &mut p)?;
-                    progress(ReplayProgress {
-                        bytes_done: done_before,
-                        bytes_total,
-                        records: p.records,
-                    });
-                }
+                run.p.position = i as u64 + 1;
+                run.handle(source, r, b"<avro record>")?;
+                run.maybe_commit(progress, done_before, bytes_total)?;
             }
         } else {
             let mut reader = BufReader::with_capacity(1 << 20, file);
             reader
-                .seek(SeekFrom::Start(p.position))
+                .seek(SeekFrom::Start(run.p.position))
                 .map_err(io("cannot seek input", path))?;
             let mut buf = Vec::with_capacity(1024);
             loop {
@@ -556,7 +570,7 @@ pub fn replay(
                 if n == 0 {
                     break;
                 }
-                p.position += n as u64;
+                run.p.position += n as u64;
                 let text = String::from_utf8_lossy(&buf);
                 let line = text.trim();
                 if line.is_empty() {
@@ -567,41 +581,35 @@ pub fn replay(
                 } else {
                     decode_json_line(line)
                 };
-                handle(v, line, &mut engine, &mut outs, &mut p)?;
-                if p.records % opts.commit_every == 0 {
-                    commit(&mut engine, &mut outs, &mut p)?;
-                    progress(ReplayProgress {
-                        bytes_done: done_before + p.position,
-                        bytes_total,
-                        records: p.records,
-                    });
-                }
+                run.handle(source, v, line.as_bytes())?;
+                let done = done_before + run.p.position;
+                run.maybe_commit(progress, done, bytes_total)?;
             }
         }
-        p.file_index += 1;
-        p.position = 0;
-        p.record_in_file = 0;
+        run.p.file_index += 1;
+        run.p.position = 0;
+        run.p.record_in_file = 0;
     }
     if let Some(until) = opts.until {
-        engine.process(Input::Tick(until), &store, &mut changes)?;
+        run.driver.advance_to(until, &mut run.produced)?;
     }
-    engine.flush(&store, &mut changes)?;
-    outs.changes.append(&mut changes);
-    p.finished = true;
-    commit(&mut engine, &mut outs, &mut p)?;
+    run.driver.finish(&mut run.produced)?;
+    run.collect()?;
+    run.p.finished = true;
+    run.commit()?;
     progress(ReplayProgress {
         bytes_done: bytes_total,
         bytes_total,
-        records: p.records,
+        records: run.p.records,
     });
-    let meta = engine.meta();
+    let meta = run.driver.engine().meta();
     Ok(summary(
         &meta.counters,
         &meta,
-        &p,
+        &run.p,
         resumed,
         false,
-        store.size_on_disk(),
+        run.driver.store().size_on_disk(),
     ))
 }
 
@@ -612,13 +620,7 @@ pub fn inspect(
     policy: &Policy,
 ) -> Result<Option<serde_json::Value>, StoreError> {
     use crate::core::engine::CustomerSource;
-    if !store_dir.exists() {
-        return Err(StoreError::Corrupt {
-            key: store_dir.display().to_string(),
-            reason: "no store at this path; run a replay first".into(),
-        });
-    }
-    let store = SledStore::open(store_dir)?;
+    let store = SledStore::open_existing(store_dir)?;
     let Some(state) = store.load(customer_id)? else {
         return Ok(None);
     };
