@@ -9,21 +9,25 @@
 //! happen at fixed record counts, so a resumed run writes the same bytes as an
 //! uninterrupted one.
 
-use crate::codec::avro::{self, AvroError, StatusChangeWriter};
+mod output;
+mod summary;
+
+pub use summary::ReplaySummary;
+
+use crate::codec::avro::{self, AvroError};
 use crate::codec::Format;
-use crate::core::engine::{Counters, EngineMeta};
 use crate::core::event::{decode_json_line, InvalidEvent};
 use crate::core::policy::Policy;
-use crate::core::status::{Level, Lifecycle, StatusChange, Tier};
 use crate::core::time::Ts;
-use crate::driver::{DeadLetter, Driver, Origin, Outcome, Outputs as Produced};
+use crate::driver::{Driver, Origin, Outcome, Outputs as Produced};
 use crate::store::{SledKv, SledStore, StoreError};
+use output::Outputs;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+use summary::summary;
 use thiserror::Error;
 
 /// Progress key of the replay source in the store.
@@ -123,7 +127,10 @@ pub enum ReplayError {
     NoInputs,
 }
 
-fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ReplayError + 'a {
+pub(crate) fn io<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> ReplayError + 'a {
     move |source| ReplayError::Io {
         action,
         path: path.to_path_buf(),
@@ -132,7 +139,7 @@ fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-struct Progress {
+pub(crate) struct Progress {
     inputs: Vec<String>,
     format: Option<Format>,
     file_index: usize,
@@ -158,223 +165,6 @@ pub struct ReplayProgress {
     pub bytes_total: u64,
     /// Records read so far.
     pub records: u64,
-}
-
-/// What a replay did.
-#[derive(Debug, Clone, Serialize)]
-pub struct ReplaySummary {
-    /// Input records read (events, ticks and bad records).
-    pub records: u64,
-    /// Customer events accepted by validation.
-    pub events: u64,
-    /// Tick records.
-    pub ticks: u64,
-    /// Records rejected to the dead-letter file.
-    pub bad: u64,
-    /// Events kept with a bad field dropped (also noted in the dead-letter file).
-    pub field_issues: u64,
-    /// Duplicate events ignored.
-    pub duplicates: u64,
-    /// Late events.
-    pub late: u64,
-    /// Correcting status changes caused by late events.
-    pub corrections: u64,
-    /// Customers seen.
-    pub customers: u64,
-    /// Timers fired.
-    pub timers_fired: u64,
-    /// Status changes written.
-    pub status_changes: u64,
-    /// Status changes by new level.
-    pub changes_by_level: BTreeMap<String, u64>,
-    /// Customers by current level.
-    pub customers_by_level: BTreeMap<String, u64>,
-    /// Customers by current lifecycle stage.
-    pub customers_by_lifecycle: BTreeMap<String, u64>,
-    /// Customers by current tier.
-    pub customers_by_tier: BTreeMap<String, u64>,
-    /// Stream time at the end.
-    pub stream_time: Option<String>,
-    /// Wall-clock seconds spent (over all resumed runs).
-    pub elapsed_secs: f64,
-    /// Input records (events, ticks and bad records) per second.
-    pub events_per_sec: f64,
-    /// Whether this run continued an interrupted one.
-    pub resumed: bool,
-    /// Whether the store already held the finished replay (nothing was done).
-    pub already_complete: bool,
-    /// State store size on disk.
-    pub store_bytes: u64,
-}
-
-fn named<const N: usize>(names: [&str; N], values: &[u64; N]) -> BTreeMap<String, u64> {
-    names
-        .iter()
-        .zip(values)
-        .map(|(n, v)| (n.to_string(), *v))
-        .collect()
-}
-
-fn summary(
-    c: &Counters,
-    meta: &EngineMeta,
-    p: &Progress,
-    resumed: bool,
-    done: bool,
-    store: u64,
-) -> ReplaySummary {
-    let elapsed = p.elapsed_ms as f64 / 1000.0;
-    ReplaySummary {
-        records: p.records,
-        events: c.events,
-        ticks: c.ticks,
-        bad: p.bad,
-        field_issues: p.field_issues,
-        duplicates: c.duplicates,
-        late: c.late,
-        corrections: c.corrections,
-        customers: c.customers,
-        timers_fired: c.timers_fired,
-        status_changes: c.status_changes,
-        changes_by_level: named(Level::ALL.map(Level::as_str), &c.changes_by_level),
-        customers_by_level: named(Level::ALL.map(Level::as_str), &c.customers_by_level),
-        customers_by_lifecycle: named(
-            Lifecycle::ALL.map(Lifecycle::as_str),
-            &c.customers_by_lifecycle,
-        ),
-        customers_by_tier: named(Tier::ALL.map(Tier::as_str), &c.customers_by_tier),
-        stream_time: meta.watermark.map(Ts::to_rfc3339),
-        elapsed_secs: elapsed,
-        events_per_sec: if elapsed > 0.0 {
-            p.records as f64 / elapsed
-        } else {
-            0.0
-        },
-        resumed,
-        already_complete: done,
-        store_bytes: store,
-    }
-}
-
-/// A dead letter as a JSON line of the dead-letter file.
-#[derive(Debug, Serialize)]
-struct DeadLine<'a> {
-    source: &'a str,
-    record: i64,
-    outcome: &'static str,
-    code: &'static str,
-    field: Option<&'a str>,
-    reason: &'a str,
-    raw: std::borrow::Cow<'a, str>,
-}
-
-// One sink per replay; its size does not matter.
-#[allow(clippy::large_enum_variant)]
-enum Sink {
-    Json(BufWriter<File>),
-    Avro(StatusChangeWriter<BufWriter<File>>),
-}
-
-struct Outputs {
-    out_path: PathBuf,
-    dead_path: PathBuf,
-    out: Sink,
-    dead: BufWriter<File>,
-    changes: Vec<StatusChange>,
-}
-
-/// Flushes a buffered file, fsyncs it and returns its length.
-fn sync_file(w: &mut BufWriter<File>, path: &Path) -> Result<u64, ReplayError> {
-    w.flush().map_err(io("cannot write", path))?;
-    let f = w.get_mut();
-    f.sync_data().map_err(io("cannot sync", path))?;
-    f.stream_position()
-        .map_err(io("cannot read position of", path))
-}
-
-impl Outputs {
-    fn open(opts: &ReplayOptions, p: &Progress) -> Result<Outputs, ReplayError> {
-        let open = |path: &Path, len: u64| -> Result<BufWriter<File>, ReplayError> {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(io("cannot create directory for", path))?;
-            }
-            let mut f = OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(path)
-                .map_err(io("cannot open output", path))?;
-            f.set_len(len).map_err(io("cannot cut back output", path))?;
-            f.seek(SeekFrom::End(0))
-                .map_err(io("cannot seek output", path))?;
-            Ok(BufWriter::with_capacity(1 << 20, f))
-        };
-        let w = open(&opts.out, p.out_len)?;
-        let avro_err = |source| ReplayError::Avro {
-            path: opts.out.clone(),
-            source,
-        };
-        let out = match opts.format {
-            Format::Json => Sink::Json(w),
-            Format::Avro if p.out_len == 0 => {
-                Sink::Avro(StatusChangeWriter::new(w).map_err(avro_err)?)
-            }
-            Format::Avro => Sink::Avro(StatusChangeWriter::resume(w)),
-        };
-        Ok(Outputs {
-            out_path: opts.out.clone(),
-            dead_path: opts.dead_letter.clone(),
-            out,
-            dead: open(&opts.dead_letter, p.dead_len)?,
-            changes: Vec::new(),
-        })
-    }
-
-    fn dead(&mut self, d: &DeadLetter) -> Result<(), ReplayError> {
-        let line = DeadLine {
-            source: &d.source,
-            record: d.position,
-            outcome: d.outcome.as_str(),
-            code: d.code,
-            field: d.field.as_deref(),
-            reason: &d.reason,
-            raw: String::from_utf8_lossy(&d.raw),
-        };
-        serde_json::to_writer(&mut self.dead, &line)
-            .map_err(std::io::Error::from)
-            .and_then(|_| self.dead.write_all(b"\n"))
-            .map_err(io("cannot write dead letters to", &self.dead_path))
-    }
-
-    /// Writes the buffered changes, flushes and fsyncs both files; returns their lengths.
-    fn sync(&mut self) -> Result<(u64, u64), ReplayError> {
-        let out_len = match &mut self.out {
-            Sink::Json(w) => {
-                for c in &self.changes {
-                    serde_json::to_writer(&mut *w, c)
-                        .map_err(std::io::Error::from)
-                        .and_then(|_| w.write_all(b"\n"))
-                        .map_err(io("cannot write status changes to", &self.out_path))?;
-                }
-                sync_file(w, &self.out_path)?
-            }
-            Sink::Avro(w) => {
-                let avro_err = |source| ReplayError::Avro {
-                    path: self.out_path.clone(),
-                    source,
-                };
-                w.write_block(&self.changes).map_err(avro_err)?;
-                w.flush().map_err(avro_err)?;
-                let mut f = w.get_ref().get_ref();
-                f.sync_data().map_err(io("cannot sync", &self.out_path))?;
-                f.stream_position()
-                    .map_err(io("cannot read position of", &self.out_path))?
-            }
-        };
-        self.changes.clear();
-        let dead_len = sync_file(&mut self.dead, &self.dead_path)?;
-        Ok((out_len, dead_len))
-    }
 }
 
 /// Deletes a store directory for `--fresh`, refusing anything that is not one (a
