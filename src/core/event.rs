@@ -273,6 +273,10 @@ pub enum InvalidEvent {
     /// `type` names no known event type.
     #[error("unknown event type `{0}`; expected repair_order, visit, contract or tick")]
     UnknownType(String),
+    /// The record's time is outside what the stream can plausibly hold (far future,
+    /// far past or pre-epoch); applying it would move stream time for everyone.
+    #[error("field `event_time`: {0}")]
+    ImplausibleTime(String),
 }
 
 impl InvalidEvent {
@@ -283,6 +287,7 @@ impl InvalidEvent {
             InvalidEvent::Missing(_) => "missing_field",
             InvalidEvent::Invalid { .. } => "invalid_field",
             InvalidEvent::UnknownType(_) => "unknown_type",
+            InvalidEvent::ImplausibleTime(_) => "implausible_time",
         }
     }
 
@@ -291,6 +296,7 @@ impl InvalidEvent {
         match self {
             InvalidEvent::Missing(f) => Some(f),
             InvalidEvent::Invalid { field, .. } => Some(field),
+            InvalidEvent::ImplausibleTime(_) => Some("event_time"),
             _ => None,
         }
     }
@@ -327,6 +333,11 @@ pub const MAX_AMOUNT: f64 = 1e9;
 /// Longest identifier accepted (event, customer, dealer, contract, RO number).
 pub const MAX_ID_LEN: usize = 128;
 
+/// Longest text accepted in any other string field, in bytes (a vehicle model, a
+/// VIN, a phone number, a visit type): everything a record carries ends up in state,
+/// in status changes and in dead letters, so nothing may be unbounded.
+pub const MAX_TEXT_LEN: usize = 256;
+
 struct Fields<'a> {
     map: &'a Map<String, Value>,
 }
@@ -343,6 +354,16 @@ impl<'a> Fields<'a> {
         match self.get(f) {
             None => Ok(None),
             Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+            Some(Value::String(s)) if s.trim().len() > MAX_TEXT_LEN.max(MAX_ID_LEN) => {
+                Err(InvalidEvent::invalid(
+                    f,
+                    format!(
+                        "{} bytes; at most {} allowed",
+                        s.trim().len(),
+                        MAX_TEXT_LEN.max(MAX_ID_LEN)
+                    ),
+                ))
+            }
             Some(Value::String(s)) => Ok(Some(s.trim())),
             Some(other) => Err(InvalidEvent::invalid(
                 f,
@@ -716,6 +737,21 @@ mod tests {
         assert_eq!(e.phone.as_deref(), Some("+8613800138000"));
         assert_eq!(r.ro_type, RoType::Maintenance);
         assert!(e.is_visit());
+    }
+
+    #[test]
+    fn every_text_field_is_bounded() {
+        let mut r = ro();
+        r["vehicle_model"] = json!("x".repeat(600_000));
+        let e = validate(&r).unwrap_err();
+        assert_eq!(e.field(), Some("vehicle_model"));
+        assert!(e.to_string().len() < 200, "the reason does not quote the value");
+        let mut r = ro();
+        r["phone"] = json!("1".repeat(700_000));
+        assert_eq!(validate(&r).unwrap_err().field(), Some("phone"));
+        let mut r = ro();
+        r["vehicle_model"] = json!("y".repeat(MAX_TEXT_LEN));
+        assert!(validate(&r).is_ok());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! needs the keys it changes. Unknown keys are rejected so a typo never silently falls
 //! back to a default. `churnwatch policy` prints the effective policy as TOML.
 
+use crate::core::time::Ts;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use thiserror::Error;
@@ -119,6 +120,17 @@ pub struct StreamPolicy {
     /// A customer's status does not change again within this many hours of its last
     /// change (late-event corrections excepted). Default 24.
     pub min_dwell_hours: u64,
+    /// Records (events and ticks) dated before this day are rejected as implausible
+    /// (`implausible_time`): pre-epoch and far-past times are data errors, and a dealer
+    /// management system has no service history older than this. Default
+    /// `1990-01-01`.
+    pub earliest_event_date: String,
+    /// A record more than this many days ahead of the newest record time seen so far
+    /// is rejected as implausible (`implausible_time`), so one mistyped year cannot
+    /// move stream time past every customer's timers. A whole customer base does not
+    /// fall silent for a quarter, so a legitimate stream never jumps that far; raise it
+    /// for sparse test streams. 0 turns the check off. Default 90.
+    pub max_event_jump_days: u64,
 }
 
 impl Default for StreamPolicy {
@@ -126,6 +138,8 @@ impl Default for StreamPolicy {
         Self {
             allowed_lateness_minutes: 120,
             min_dwell_hours: 24,
+            earliest_event_date: "1990-01-01".into(),
+            max_event_jump_days: 90,
         }
     }
 }
@@ -261,6 +275,8 @@ impl Policy {
                 l.quasi_churned_months, l.churned_months, l.fully_churned_months
             )));
         }
+        self.earliest_event_time()
+            .map_err(PolicyError::Inconsistent)?;
         let p = &self.prevent;
         if p.cadence_factor <= 1.0 || !p.cadence_factor.is_finite() {
             return Err(PolicyError::Inconsistent(format!(
@@ -328,6 +344,16 @@ impl Policy {
     /// Allowed lateness in milliseconds.
     pub fn lateness_ms(&self) -> i64 {
         self.stream.allowed_lateness_minutes as i64 * 60_000
+    }
+
+    /// The earliest plausible record time ([`StreamPolicy::earliest_event_date`]).
+    pub fn earliest_event_time(&self) -> Result<Ts, String> {
+        Ts::parse_date(&self.stream.earliest_event_date).map_err(|e| {
+            format!(
+                "stream.earliest_event_date `{}` is not a date (YYYY-MM-DD): {e}",
+                self.stream.earliest_event_date
+            )
+        })
     }
 
     /// Minimum dwell in milliseconds.

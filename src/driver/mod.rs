@@ -20,6 +20,9 @@ use crate::store::{Batch, Kv, Store, StoreError};
 /// character boundary when the input is text).
 pub const MAX_RAW: usize = 4096;
 
+/// Longest reason kept in a dead letter, in bytes.
+pub const MAX_REASON: usize = 1024;
+
 /// What became of one input record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Outcome {
@@ -158,11 +161,87 @@ fn is_char_boundary(b: &[u8], i: usize) -> bool {
     i >= b.len() || (b[i] as i8) >= -0x40
 }
 
+/// What one record may do to time: records outside these bounds are rejected
+/// (`implausible_time`) before they reach the engine, so no single record can move
+/// stream time for everyone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeBounds {
+    /// Records before this instant are rejected (far past, pre-epoch).
+    pub earliest: Ts,
+    /// Records more than this many milliseconds ahead of the newest record time seen
+    /// are rejected (none: no such check).
+    pub max_jump_ms: Option<i64>,
+    /// Records after this instant are rejected: the edge's notion of "now" plus the
+    /// allowed clock skew (the service: the wall clock; replay: the instant the replay
+    /// started, kept in its progress so a resumed run decides alike). None: no bound.
+    pub latest: Option<Ts>,
+}
+
+impl TimeBounds {
+    /// The bounds a policy sets (no `latest`: that is the edge's to give).
+    pub fn from_policy(policy: &Policy) -> TimeBounds {
+        TimeBounds {
+            // `Policy::check` refuses a policy whose date does not parse.
+            earliest: policy.earliest_event_time().unwrap_or(Ts(i64::MIN)),
+            max_jump_ms: match policy.stream.max_event_jump_days {
+                0 => None,
+                d => Some(d as i64 * 86_400_000),
+            },
+            latest: None,
+        }
+    }
+
+    /// Why `t` is implausible given the newest record time seen, if it is.
+    pub fn check(&self, t: Ts, newest: Option<Ts>) -> Option<String> {
+        if t < self.earliest {
+            return Some(format!(
+                "{} is before {}, the earliest plausible record time (stream.earliest_event_date); fix the source system's date",
+                t.to_rfc3339(),
+                self.earliest.to_rfc3339()
+            ));
+        }
+        if let Some(latest) = self.latest {
+            if t > latest {
+                return Some(format!(
+                    "{} is ahead of the latest plausible time {} (now plus the allowed clock skew); check the source system's clock",
+                    t.to_rfc3339(),
+                    latest.to_rfc3339()
+                ));
+            }
+        }
+        if let (Some(jump), Some(newest)) = (self.max_jump_ms, newest) {
+            if t.0.saturating_sub(newest.0) > jump {
+                return Some(format!(
+                    "{} is more than {} days ahead of the newest record so far ({}); a stream does not jump that far (stream.max_event_jump_days)",
+                    t.to_rfc3339(),
+                    jump / 86_400_000,
+                    newest.to_rfc3339()
+                ));
+            }
+        }
+        None
+    }
+}
+
+/// Cuts a text to at most `max` bytes at a character boundary, marking the cut.
+fn bounded(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max.saturating_sub(3);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push_str("...");
+    }
+    s
+}
+
 /// One engine over one store: the shared path of every edge.
 pub struct Driver<K: Kv> {
     engine: Engine,
     store: Store<K>,
     since_commit: usize,
+    bounds: TimeBounds,
 }
 
 impl<K: Kv> Driver<K> {
@@ -171,10 +250,21 @@ impl<K: Kv> Driver<K> {
         let meta = store.load_meta()?.unwrap_or_default();
         let timers = store.load_timers()?;
         Ok(Driver {
+            bounds: TimeBounds::from_policy(&policy),
             engine: Engine::restore(policy, meta, timers),
             store,
             since_commit: 0,
         })
+    }
+
+    /// Sets the latest plausible record time (the edge's "now" plus its clock skew).
+    pub fn set_latest(&mut self, latest: Option<Ts>) {
+        self.bounds.latest = latest;
+    }
+
+    /// The time bounds in force.
+    pub fn bounds(&self) -> TimeBounds {
+        self.bounds
     }
 
     /// The engine (read-only: counters, stream time, cache).
@@ -214,10 +304,16 @@ impl<K: Kv> Driver<K> {
             position: origin.position,
             outcome,
             code,
-            field: field.map(str::to_string),
-            reason,
+            field: field.map(|f| bounded(f.to_string(), 64)),
+            reason: bounded(reason, MAX_REASON),
             raw: truncate_raw(raw).to_vec(),
         };
+        let record = record.and_then(|v| {
+            match self.bounds.check(v.input.time(), self.engine.max_seen()) {
+                Some(why) => Err(InvalidEvent::ImplausibleTime(why)),
+                None => Ok(v),
+            }
+        });
         match record {
             Err(e) => {
                 out.dead.push(dead(
@@ -263,7 +359,8 @@ impl<K: Kv> Driver<K> {
         }
     }
 
-    /// Advances stream time to `until` (as a tick would), firing due timers.
+    /// Advances stream time to `until` (as a tick would), firing due timers. The
+    /// caller chose `until` on purpose (`replay --until`), so no time bound applies.
     pub fn advance_to(&mut self, until: Ts, out: &mut Outputs) -> Result<(), StoreError> {
         self.engine
             .process(Input::Tick(until), &self.store, &mut out.changes)?;
@@ -342,12 +439,12 @@ mod tests {
             .handle(decode_json_line("{"), origin(3), b"{", &mut out)
             .unwrap();
         assert_eq!((h.outcome, h.kind), (Outcome::Invalid, "unknown"));
-        let tick = r#"{"type":"tick","event_time":"2025-01-01T00:00:00Z"}"#;
+        let tick = r#"{"type":"tick","event_time":"2024-03-01T00:00:00Z"}"#;
         let h = d
             .handle(decode_json_line(tick), origin(4), tick.as_bytes(), &mut out)
             .unwrap();
         assert_eq!(h.outcome, Outcome::Tick);
-        // Stream time is now far past January 2024: another old visit is late.
+        // Stream time is now past January 2024: another old visit is late.
         let late = VISIT.replace("e1", "e2");
         let h = d
             .handle(
@@ -365,7 +462,7 @@ mod tests {
             (DeadOutcome::Rejected, "malformed", 3, b"{".as_slice())
         );
         assert_eq!(d.since_commit(), 5);
-        assert!(!out.changes.is_empty(), "C1 got a first status");
+        assert_eq!((d.counters().events, d.counters().ticks), (3, 1));
     }
 
     #[test]
@@ -405,6 +502,47 @@ mod tests {
         assert_eq!(store.load_progress::<u64>("test").unwrap(), Some(7));
         let again = Driver::open(store, Policy::default()).unwrap();
         assert_eq!(again.counters().events, 1);
+    }
+
+    #[test]
+    fn no_single_record_can_move_time_far_ahead_or_back() {
+        let mut d = Driver::open(MemStore::in_memory(), Policy::default()).unwrap();
+        let mut out = Outputs::default();
+        let at = |id: &str, t: &str| VISIT.replace("e1", id).replace("2024-01-01T10:00:00Z", t);
+        let mut feed = |d: &mut Driver<_>, line: String| {
+            d.handle(decode_json_line(&line), origin(1), line.as_bytes(), &mut out)
+                .unwrap()
+                .outcome
+        };
+        assert_eq!(feed(&mut d, at("a", "2024-01-01T10:00:00Z")), Outcome::Ok);
+        for t in ["9999-12-31T00:00:00Z", "1969-12-31T00:00:00Z", "1985-06-01T00:00:00Z"] {
+            assert_eq!(feed(&mut d, at("b", t)), Outcome::Invalid, "{t}");
+        }
+        // 80 days ahead is a plausible gap; 100 days from there is not.
+        assert_eq!(feed(&mut d, at("c", "2024-03-21T10:00:00Z")), Outcome::Ok);
+        assert_eq!(feed(&mut d, at("d", "2024-06-29T10:00:00Z")), Outcome::Invalid);
+        // The edge's clock bound: nothing after "now" plus skew.
+        d.set_latest(Some(Ts::parse_rfc3339("2024-04-01T00:00:00Z").unwrap()));
+        assert_eq!(feed(&mut d, at("e", "2024-04-02T00:00:00Z")), Outcome::Invalid);
+        let tick = r#"{"type":"tick","event_time":"2099-01-01T00:00:00Z"}"#.to_string();
+        assert_eq!(feed(&mut d, tick), Outcome::Invalid, "ticks are bounded too");
+        assert!(out.dead.iter().all(|x| x.code == "implausible_time"));
+        assert_eq!(out.dead.len(), 6);
+        assert_eq!(
+            d.engine().max_seen(),
+            Some(Ts::parse_rfc3339("2024-03-21T10:00:00Z").unwrap())
+        );
+    }
+
+    #[test]
+    fn every_part_of_a_dead_letter_is_bounded() {
+        let mut d = Driver::open(MemStore::in_memory(), Policy::default()).unwrap();
+        let mut out = Outputs::default();
+        let huge = "x".repeat(1 << 20);
+        let e = InvalidEvent::Malformed(huge.clone());
+        d.handle(Err(e), origin(1), huge.as_bytes(), &mut out).unwrap();
+        let dl = &out.dead[0];
+        assert!(dl.reason.len() <= MAX_REASON && dl.raw.len() <= MAX_RAW);
     }
 
     #[test]

@@ -178,6 +178,11 @@ impl Engine {
         self.watermark
     }
 
+    /// The largest record time seen so far.
+    pub fn max_seen(&self) -> Option<Ts> {
+        self.max_seen
+    }
+
     /// Totals so far.
     pub fn counters(&self) -> &Counters {
         &self.counters
