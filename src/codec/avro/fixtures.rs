@@ -8,6 +8,7 @@ use apache_avro::schema::Schema;
 use apache_avro::types::Value as AvroValue;
 use serde_json::{json, Value as Json};
 
+/// A complete, valid repair order.
 pub(super) fn repair_order() -> Json {
     json!({"type":"repair_order","event_id":"e1","event_time":"2024-01-10T17:00:00+08:00",
            "dealer_id":"D1","customer_id":"C1","vin":"lsvaa4182e2123456",
@@ -16,12 +17,14 @@ pub(super) fn repair_order() -> Json {
            "parts_amount":380.5,"total_amount":580.5,"phone":"138-0013-8000"})
 }
 
+/// A valid visit.
 pub(super) fn visit() -> Json {
     json!({"type":"visit","event_id":"v1","event_time":"2024-02-01T10:00:00Z",
            "dealer_id":"D1","customer_id":"C2","visit_type":"Showroom",
            "in_service_region":false})
 }
 
+/// A valid contract signing.
 pub(super) fn contract() -> Json {
     json!({"type":"contract","event_id":"k1","event_time":"2024-02-01T00:00:00Z",
            "dealer_id":"D1","customer_id":"C3","contract_id":"P1",
@@ -29,6 +32,7 @@ pub(super) fn contract() -> Json {
            "end_date":"2026-02-01","amount":3000})
 }
 
+/// A valid tick.
 pub(super) fn tick() -> Json {
     json!({"type":"tick","event_time":"2024-03-01T00:00:00Z"})
 }
@@ -70,6 +74,7 @@ pub(super) fn samples() -> Vec<(InputKind, Json)> {
     ]
 }
 
+/// A status change that varies with `i` (enums, reasons, optional doubles).
 pub(super) fn change(i: u32) -> StatusChange {
     StatusChange {
         event_id: format!("id-{i}"),
@@ -103,11 +108,13 @@ pub(super) fn change(i: u32) -> StatusChange {
     }
 }
 
+/// A union of the four input schemas, in [`InputKind::ALL`] order.
 pub(super) fn union_schema() -> Schema {
     let text = format!("[{REPAIR_ORDER_AVSC},{VISIT_AVSC},{CONTRACT_AVSC},{TICK_AVSC}]");
     Schema::parse_str(&text).unwrap()
 }
 
+/// `record` as a value of [`union_schema`].
 pub(super) fn union_value(kind: InputKind, record: &Json) -> AvroValue {
     AvroValue::Union(
         kind.index() as u32,
