@@ -382,9 +382,10 @@ impl<R: Read> Iterator for ContainerRecords<R> {
     }
 }
 
-/// Reads every status change of a container file written by [`StatusChangeWriter`] (or
-/// any writer using [`status_change_schema`] or a compatible one). Loads the whole file;
-/// the first damaged block or record is an error.
+/// Reads every status change of a container file written by
+/// [`StatusChangeWriter`](super::StatusChangeWriter) (or any writer using
+/// [`status_change_schema`](super::status_change_schema) or a compatible one). Loads the
+/// whole file; the first damaged block or record is an error.
 pub fn read_status_changes<R: Read>(r: R) -> Result<Vec<StatusChange>, AvroError> {
     let mut blocks = BlockReader::open(r)?;
     match &blocks.schema {

@@ -202,7 +202,8 @@ impl<W: Write> ContainerWriter<W> {
 }
 
 /// Writes status changes as an Avro object container file (schema
-/// [`status_change_schema`](super::status_change_schema)), one block per [`write_block`](Self::write_block) call.
+/// [`status_change_schema`](super::status_change_schema)), one block per
+/// [`write_block`](Self::write_block) call.
 ///
 /// Output is deterministic: the header is fixed for a codec and the sync marker is
 /// [`SYNC_MARKER`]. A file is therefore resumable: truncate it to the end of its last
