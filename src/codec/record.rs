@@ -1,5 +1,8 @@
 //! Kafka record payloads: decoding input records per topic format (JSON, plain Avro,
-//! Confluent wire format), tick records, and encoding status changes and dead letters.
+//! Confluent wire format), tick records, and encoding (and decoding) status changes.
+//!
+//! Works on record values (byte slices) only: the Kafka edge consumes and produces the
+//! records; this module opens no sockets, files or store.
 
 use crate::codec::avro::{decode_datum, input_schema, status_change_schema, InputKind};
 use crate::codec::Format;
@@ -73,11 +76,20 @@ impl TopicDecoder {
         value: Option<&[u8]>,
         tick_header: bool,
     ) -> Result<Validated, InvalidEvent> {
-        let bytes = value.ok_or_else(|| InvalidEvent::Malformed("record has no value".into()))?;
+        let bytes = value.ok_or_else(|| {
+            InvalidEvent::Malformed(
+                "record has no value (a tombstone?); input records carry the event as their value"
+                    .into(),
+            )
+        })?;
         match self.encoding {
             Encoding::Json => {
-                let text = std::str::from_utf8(bytes)
-                    .map_err(|e| InvalidEvent::Malformed(format!("value is not UTF-8 ({e})")))?;
+                let text = std::str::from_utf8(bytes).map_err(|e| {
+                    InvalidEvent::Malformed(format!(
+                        "value is not UTF-8 ({e}); a json topic takes UTF-8 JSON objects — if the \
+                         producer writes Avro, set the topic's format to avro or confluent"
+                    ))
+                })?;
                 decode_json_line(text.trim())
             }
             Encoding::Avro(kind) => {
@@ -87,14 +99,17 @@ impl TopicDecoder {
             Encoding::Confluent => {
                 if bytes.len() < 5 || bytes[0] != 0 {
                     return Err(InvalidEvent::Malformed(
-                        "not in the Confluent wire format (magic byte 0 and a 4-byte schema id)"
+                        "not in the Confluent wire format (magic byte 0 and a 4-byte schema id); \
+                         produce with a schema-registry serializer, or set the topic's format to \
+                         avro or json"
                             .into(),
                     ));
                 }
                 let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
                 let kind = self.ids.get(&id).ok_or_else(|| {
                     InvalidEvent::Malformed(format!(
-                        "schema id {id} is not mapped to a churnwatch schema (confluent_schema_ids)"
+                        "schema id {id} is not mapped to a churnwatch schema; add it to the \
+                         topic's confluent_schema_ids (e.g. {id} = \"visit\")"
                     ))
                 })?;
                 decode_datum(&bytes[5..], input_schema(*kind))
@@ -144,10 +159,17 @@ pub fn encode_change(c: &StatusChange, enc: Format) -> Vec<u8> {
 /// Decodes one status change written by [`encode_change`].
 pub fn decode_change(bytes: &[u8], enc: Format) -> Result<StatusChange, String> {
     match enc {
-        Format::Json => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
+        Format::Json => serde_json::from_slice(bytes).map_err(|e| {
+            format!("not a JSON status change ({e}); read it with the format it was written in")
+        }),
         Format::Avro => {
             let v = apache_avro::from_avro_datum(status_change_schema(), &mut &bytes[..], None)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| {
+                    format!(
+                        "not an Avro datum of schemas/status_change.avsc ({e}); read it with the \
+                         format and schema it was written with"
+                    )
+                })?;
             crate::codec::avro::status_change_from_value(&v).map_err(|e| e.to_string())
         }
     }
