@@ -187,6 +187,12 @@ struct ReplayArgs {
     /// After the inputs, advance stream time to this date (YYYY-MM-DD or RFC 3339).
     #[arg(long)]
     until: Option<String>,
+    /// The replay's "now" (YYYY-MM-DD or RFC 3339; default: the wall clock when the
+    /// replay starts): records dated more than a day after it are rejected as
+    /// implausible (dead letter `implausible_time`). Set it to replay a history that
+    /// reaches beyond today (a generated future period).
+    #[arg(long)]
+    as_of: Option<String>,
     /// Commit state, progress and outputs every this many records.
     #[arg(long, default_value_t = 200_000)]
     commit_every: u64,
@@ -361,6 +367,11 @@ fn run(cli: Cli) -> Result<()> {
                 .until
                 .as_deref()
                 .map(|u| parse_instant(u, "--until"))
+                .transpose()?;
+            opts.as_of = a
+                .as_of
+                .as_deref()
+                .map(|u| parse_instant(u, "--as-of"))
                 .transpose()?;
             let s = run_replay(&opts)?;
             print_summary(&s, &opts);

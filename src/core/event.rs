@@ -745,7 +745,10 @@ mod tests {
         r["vehicle_model"] = json!("x".repeat(600_000));
         let e = validate(&r).unwrap_err();
         assert_eq!(e.field(), Some("vehicle_model"));
-        assert!(e.to_string().len() < 200, "the reason does not quote the value");
+        assert!(
+            e.to_string().len() < 200,
+            "the reason does not quote the value"
+        );
         let mut r = ro();
         r["phone"] = json!("1".repeat(700_000));
         assert_eq!(validate(&r).unwrap_err().field(), Some("phone"));

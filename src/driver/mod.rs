@@ -262,6 +262,12 @@ impl<K: Kv> Driver<K> {
         self.bounds.latest = latest;
     }
 
+    /// Replaces the time bounds (the service drops the jump check: its wall-clock
+    /// bound is exact, and a backfill followed by live ticks jumps legitimately).
+    pub fn set_bounds(&mut self, bounds: TimeBounds) {
+        self.bounds = bounds;
+    }
+
     /// The time bounds in force.
     pub fn bounds(&self) -> TimeBounds {
         self.bounds
@@ -308,12 +314,13 @@ impl<K: Kv> Driver<K> {
             reason: bounded(reason, MAX_REASON),
             raw: truncate_raw(raw).to_vec(),
         };
-        let record = record.and_then(|v| {
-            match self.bounds.check(v.input.time(), self.engine.max_seen()) {
-                Some(why) => Err(InvalidEvent::ImplausibleTime(why)),
-                None => Ok(v),
-            }
-        });
+        let record =
+            record.and_then(
+                |v| match self.bounds.check(v.input.time(), self.engine.max_seen()) {
+                    Some(why) => Err(InvalidEvent::ImplausibleTime(why)),
+                    None => Ok(v),
+                },
+            );
         match record {
             Err(e) => {
                 out.dead.push(dead(
@@ -510,22 +517,41 @@ mod tests {
         let mut out = Outputs::default();
         let at = |id: &str, t: &str| VISIT.replace("e1", id).replace("2024-01-01T10:00:00Z", t);
         let mut feed = |d: &mut Driver<_>, line: String| {
-            d.handle(decode_json_line(&line), origin(1), line.as_bytes(), &mut out)
-                .unwrap()
-                .outcome
+            d.handle(
+                decode_json_line(&line),
+                origin(1),
+                line.as_bytes(),
+                &mut out,
+            )
+            .unwrap()
+            .outcome
         };
         assert_eq!(feed(&mut d, at("a", "2024-01-01T10:00:00Z")), Outcome::Ok);
-        for t in ["9999-12-31T00:00:00Z", "1969-12-31T00:00:00Z", "1985-06-01T00:00:00Z"] {
+        for t in [
+            "9999-12-31T00:00:00Z",
+            "1969-12-31T00:00:00Z",
+            "1985-06-01T00:00:00Z",
+        ] {
             assert_eq!(feed(&mut d, at("b", t)), Outcome::Invalid, "{t}");
         }
         // 80 days ahead is a plausible gap; 100 days from there is not.
         assert_eq!(feed(&mut d, at("c", "2024-03-21T10:00:00Z")), Outcome::Ok);
-        assert_eq!(feed(&mut d, at("d", "2024-06-29T10:00:00Z")), Outcome::Invalid);
+        assert_eq!(
+            feed(&mut d, at("d", "2024-06-29T10:00:00Z")),
+            Outcome::Invalid
+        );
         // The edge's clock bound: nothing after "now" plus skew.
         d.set_latest(Some(Ts::parse_rfc3339("2024-04-01T00:00:00Z").unwrap()));
-        assert_eq!(feed(&mut d, at("e", "2024-04-02T00:00:00Z")), Outcome::Invalid);
+        assert_eq!(
+            feed(&mut d, at("e", "2024-04-02T00:00:00Z")),
+            Outcome::Invalid
+        );
         let tick = r#"{"type":"tick","event_time":"2099-01-01T00:00:00Z"}"#.to_string();
-        assert_eq!(feed(&mut d, tick), Outcome::Invalid, "ticks are bounded too");
+        assert_eq!(
+            feed(&mut d, tick),
+            Outcome::Invalid,
+            "ticks are bounded too"
+        );
         assert!(out.dead.iter().all(|x| x.code == "implausible_time"));
         assert_eq!(out.dead.len(), 6);
         assert_eq!(
@@ -540,7 +566,8 @@ mod tests {
         let mut out = Outputs::default();
         let huge = "x".repeat(1 << 20);
         let e = InvalidEvent::Malformed(huge.clone());
-        d.handle(Err(e), origin(1), huge.as_bytes(), &mut out).unwrap();
+        d.handle(Err(e), origin(1), huge.as_bytes(), &mut out)
+            .unwrap();
         let dl = &out.dead[0];
         assert!(dl.reason.len() <= MAX_REASON && dl.raw.len() <= MAX_RAW);
     }

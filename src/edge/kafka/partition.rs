@@ -22,7 +22,7 @@ use crate::core::event::{InvalidEvent, Validated};
 use crate::core::policy::Policy;
 use crate::core::status::StatusChange;
 use crate::core::time::Ts;
-use crate::driver::{DeadLetter, Driver, Handled, Origin, Outputs};
+use crate::driver::{DeadLetter, Driver, Handled, Origin, Outputs, TimeBounds};
 use crate::store::{Batch, OutboxKey, SledTreeKv, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
@@ -160,7 +160,13 @@ pub struct Partition {
     /// How status changes are encoded.
     encoding: Format,
     produced: Outputs,
+    /// How far past the wall clock a record may be dated (none: no bound).
+    clock_skew_ms: Option<i64>,
 }
+
+/// The default clock skew allowed between a record's time and the wall clock: one day,
+/// for source systems that write local time as UTC (China is UTC+8).
+pub const DEFAULT_CLOCK_SKEW_MS: i64 = 86_400_000;
 
 impl Partition {
     /// Opens partition `id` from its tree: engine meta, timers and offsets as committed.
@@ -183,16 +189,29 @@ impl Partition {
                 waiting_since: None,
             })
             .collect();
+        let mut driver = Driver::open(store, policy)?;
+        // The wall clock bounds live records exactly; the jump check would refuse the
+        // first live tick after a backfill of older history.
+        driver.set_bounds(TimeBounds {
+            max_jump_ms: None,
+            ..driver.bounds()
+        });
         Ok(Partition {
             id,
-            driver: Driver::open(store, policy)?,
+            driver,
             sources,
             pending_out: Vec::new(),
             seq: progress.seq,
             latest_ts: None,
             encoding,
             produced: Outputs::default(),
+            clock_skew_ms: Some(DEFAULT_CLOCK_SKEW_MS),
         })
+    }
+
+    /// Sets how far past the wall clock a record may be dated (none: no bound).
+    pub fn set_clock_skew(&mut self, skew: Option<std::time::Duration>) {
+        self.clock_skew_ms = skew.map(|d| d.as_millis() as i64);
     }
 
     /// The engine (counters, stream time).
@@ -240,6 +259,11 @@ impl Partition {
         force: bool,
     ) -> Result<Released, StoreError> {
         let mut r = Released::default();
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        self.driver
+            .set_latest(self.clock_skew_ms.map(|s| Ts(wall.saturating_add(s))));
         loop {
             // Rejected records need no ordering: pass them on at once.
             for i in 0..self.sources.len() {
@@ -479,6 +503,23 @@ mod tests {
         assert!(p.release(now, wait, false).unwrap().handled.is_empty());
         let later = now + Duration::from_secs(61);
         assert_eq!(p.release(later, wait, false).unwrap().handled.len(), 1);
+    }
+
+    #[test]
+    fn a_record_dated_past_the_wall_clock_is_a_dead_letter_not_a_time_jump() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = open(dir.path());
+        p.sources[1].high_watermark = 0;
+        push(&mut p, 0, 0, visit("e1", "C1", "2024-01-01T10:00:00Z"));
+        push(&mut p, 0, 1, visit("e2", "C2", "9999-12-31T00:00:00Z"));
+        // A live tick long after the history: no jump check in the service.
+        push(&mut p, 0, 2, visit("e3", "C3", "2025-06-01T10:00:00Z"));
+        let r = p.release(Instant::now(), Duration::ZERO, false).unwrap();
+        assert_eq!(r.dead, vec![(0, "implausible_time")]);
+        assert_eq!(
+            p.engine().max_seen(),
+            Some(Ts::parse_rfc3339("2025-06-01T10:00:00Z").unwrap())
+        );
     }
 
     #[test]

@@ -30,6 +30,10 @@ use std::time::Instant;
 use summary::summary;
 use thiserror::Error;
 
+/// How far past the replay's "now" (`--as-of`) a record may be dated: one day, for
+/// source systems that write local time as UTC.
+pub const CLOCK_SKEW_MS: i64 = 86_400_000;
+
 /// Progress key of the replay source in the store.
 pub const SOURCE: &str = "replay";
 
@@ -55,6 +59,10 @@ pub struct ReplayOptions {
     pub cache_capacity: usize,
     /// After the inputs, advance stream time to this instant (firing due timers).
     pub until: Option<Ts>,
+    /// The replay's "now": records dated more than [`CLOCK_SKEW_MS`] after it are
+    /// rejected as implausible. None: the wall clock when the replay starts. Either
+    /// way it is kept in the progress record, so a resumed replay decides alike.
+    pub as_of: Option<Ts>,
     /// The churn policy.
     pub policy: Policy,
 }
@@ -73,6 +81,7 @@ impl ReplayOptions {
             commit_every: 200_000,
             cache_capacity: 500_000,
             until: None,
+            as_of: None,
             policy: Policy::default(),
         }
     }
@@ -154,6 +163,8 @@ pub(crate) struct Progress {
     dead_len: u64,
     finished: bool,
     elapsed_ms: u64,
+    /// The replay's "now" (ms), fixed when it started.
+    as_of_ms: i64,
 }
 
 /// Progress of a running replay, for progress bars.
@@ -291,6 +302,7 @@ pub fn replay(
     let p = stored.unwrap_or_else(|| Progress {
         inputs: names.clone(),
         format: Some(opts.format),
+        as_of_ms: opts.as_of.map_or_else(wall_clock_ms, |t| t.0),
         ..Progress::default()
     });
     if p.inputs != names || p.format != Some(opts.format) {
@@ -311,7 +323,8 @@ pub fn replay(
             store.size_on_disk(),
         ));
     }
-    let driver = Driver::open(store, opts.policy.clone())?;
+    let mut driver = Driver::open(store, opts.policy.clone())?;
+    driver.set_latest(Some(Ts(p.as_of_ms.saturating_add(CLOCK_SKEW_MS))));
     let outs = Outputs::open(opts, &p)?;
     let mut run = Run {
         opts,
@@ -401,6 +414,12 @@ pub fn replay(
         false,
         run.driver.store().size_on_disk(),
     ))
+}
+
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// A customer's stored state and current status, as JSON.
