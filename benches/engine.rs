@@ -126,8 +126,9 @@ fn bench_assess(c: &mut Criterion) {
 }
 
 fn bench_scoring(c: &mut Criterion) {
+    use churnwatch::model::bgnbd;
+    use churnwatch::model::gamma_gamma::clv;
     use churnwatch::model::params::{BgParams, GgParams, Rfm, VisitModel};
-    use churnwatch::model::{bgnbd, gamma_gamma};
     let bg = BgParams {
         r: 0.9,
         alpha: 12.0,
@@ -152,18 +153,7 @@ fn bench_scoring(c: &mut Criterion) {
             b.iter(|| black_box(bgnbd::expected_visits(m, &bg, black_box(rfm), 52.0)))
         });
         c.bench_function(&format!("clv_36m/{m:?}"), |b| {
-            b.iter(|| {
-                black_box(gamma_gamma::clv(
-                    m,
-                    &bg,
-                    &gg,
-                    black_box(rfm),
-                    800.0,
-                    36,
-                    0.01,
-                    7.0,
-                ))
-            })
+            b.iter(|| black_box(clv(m, &bg, &gg, black_box(rfm), 800.0, 36, 0.01, 7.0)))
         });
     }
 }

@@ -479,6 +479,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_customer_the_spend_model_cannot_use_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.jsonl");
+        let mut text = String::new();
+        for c in 0..40 {
+            for k in 0..(c % 5 + 1) {
+                let day = 1 + (k * (7 + c)) % 300;
+                let amount = if c == 7 {
+                    0.0
+                } else {
+                    100.0 + f64::from(c * 3 + k)
+                };
+                let date = Ts::ymd_hms(2023, 1, 1, 10, 0, 0).add_days(f64::from(day));
+                text.push_str(&format!(
+                    r#"{{"type":"repair_order","event_id":"r{c}-{k}","event_time":"{}","dealer_id":"D","customer_id":"C{c}","total_amount":{amount}}}"#,
+                    date.to_rfc3339()
+                ));
+                text.push('\n');
+            }
+        }
+        std::fs::write(&path, text).unwrap();
+        let e = fit(&FitOptions {
+            inputs: vec![path],
+            calibration_end: Ts::ymd_hms(2024, 1, 1, 0, 0, 0),
+            holdout_end: None,
+            model: VisitModel::MbgNbd,
+            time_unit_days: 7.0,
+        })
+        .unwrap_err();
+        assert!(
+            matches!(&e, FitError::InvalidCustomer { customer, .. } if customer == "C7"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("must be positive"), "{e}");
+    }
+
+    #[test]
     fn ranges_split_lines_exactly_once() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("e.jsonl");

@@ -1,8 +1,8 @@
 //! The optimiser behind every maximum-likelihood fit: BFGS with an Armijo line search
 //! in log-parameter space, boxed to `±25` around each parameter's scale, run from
-//! several deterministic starts ([`best_of_starts`]); standard errors from a Hessian of
+//! several deterministic starts (`best_of_starts`); standard errors from a Hessian of
 //! the negative log-likelihood obtained by central differences of the analytic
-//! gradient, in natural parameter space ([`std_errors`]). Also owns the result type
+//! gradient, in natural parameter space (`std_errors`). Also owns the result type
 //! [`Fit`] and the estimation error [`OptimiseError`] that the estimators
 //! (`bgnbd_fit`, `gamma_gamma`) return.
 //!
