@@ -54,16 +54,16 @@ fn bench_engine(c: &mut Criterion) {
     // and CLV (`process_scored`); the P(alive) rules add their own timers and warnings
     // (`process_p_alive_rules`), a different workload.
     let scored = Policy {
-        model: Some(churnwatch::model::fit::ModelParams {
-            model: churnwatch::model::clv::VisitModel::MbgNbd,
+        model: Some(churnwatch::model::params::ModelParams {
+            model: churnwatch::model::params::VisitModel::MbgNbd,
             time_unit_days: 7.0,
-            visit: churnwatch::model::clv::BgParams {
+            visit: churnwatch::model::params::BgParams {
                 r: 0.9,
                 alpha: 12.0,
                 a: 0.4,
                 b: 2.5,
             },
-            spend: Some(churnwatch::model::clv::GgParams {
+            spend: Some(churnwatch::model::params::GgParams {
                 p: 6.0,
                 q: 4.0,
                 v: 300.0,
@@ -126,7 +126,9 @@ fn bench_assess(c: &mut Criterion) {
 }
 
 fn bench_scoring(c: &mut Criterion) {
-    use churnwatch::model::clv::{self, BgParams, GgParams, Rfm, VisitModel};
+    use churnwatch::model::bgnbd;
+    use churnwatch::model::gamma_gamma::clv;
+    use churnwatch::model::params::{BgParams, GgParams, Rfm, VisitModel};
     let bg = BgParams {
         r: 0.9,
         alpha: 12.0,
@@ -145,13 +147,13 @@ fn bench_scoring(c: &mut Criterion) {
     };
     for m in [VisitModel::BgNbd, VisitModel::MbgNbd] {
         c.bench_function(&format!("p_alive/{m:?}"), |b| {
-            b.iter(|| black_box(clv::p_alive(m, &bg, black_box(rfm))))
+            b.iter(|| black_box(bgnbd::p_alive(m, &bg, black_box(rfm))))
         });
         c.bench_function(&format!("expected_visits_52w/{m:?}"), |b| {
-            b.iter(|| black_box(clv::expected_visits(m, &bg, black_box(rfm), 52.0)))
+            b.iter(|| black_box(bgnbd::expected_visits(m, &bg, black_box(rfm), 52.0)))
         });
         c.bench_function(&format!("clv_36m/{m:?}"), |b| {
-            b.iter(|| black_box(clv::clv(m, &bg, &gg, black_box(rfm), 800.0, 36, 0.01, 7.0)))
+            b.iter(|| black_box(clv(m, &bg, &gg, black_box(rfm), 800.0, 36, 0.01, 7.0)))
         });
     }
 }

@@ -252,7 +252,7 @@ fn load_policy(path: Option<&Path>) -> Result<Policy> {
 fn load_policy_and_model(policy: Option<&Path>, model: Option<&Path>) -> Result<Policy> {
     let mut p = load_policy(policy)?;
     if let Some(m) = model {
-        p.model = Some(churnwatch::model::fit::ModelParams::load(m)?);
+        p.model = Some(churnwatch::model::params::ModelParams::load(m)?);
     }
     Ok(p)
 }
@@ -427,8 +427,8 @@ fn run(cli: Cli) -> Result<()> {
                     .map(|h| parse_instant(h, "--holdout-end"))
                     .transpose()?,
                 model: match model {
-                    ModelArg::BgNbd => churnwatch::model::clv::VisitModel::BgNbd,
-                    ModelArg::MbgNbd => churnwatch::model::clv::VisitModel::MbgNbd,
+                    ModelArg::BgNbd => churnwatch::model::params::VisitModel::BgNbd,
+                    ModelArg::MbgNbd => churnwatch::model::params::VisitModel::MbgNbd,
                 },
                 time_unit_days: match time_unit {
                     UnitArg::Days => 1.0,

@@ -7,8 +7,7 @@ use churnwatch::core::event::decode_json_line;
 use churnwatch::core::policy::Policy;
 use churnwatch::core::status::Level;
 use churnwatch::core::time::Ts;
-use churnwatch::model::clv::{BgParams, GgParams, VisitModel};
-use churnwatch::model::fit::ModelParams;
+use churnwatch::model::params::{BgParams, GgParams, ModelParams, VisitModel};
 use std::process::Command;
 
 fn bin() -> Command {

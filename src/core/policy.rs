@@ -205,7 +205,7 @@ pub struct Policy {
     /// The fitted models (loaded from the file `churnwatch fit` writes, not from the
     /// policy TOML).
     #[serde(skip)]
-    pub model: Option<crate::model::fit::ModelParams>,
+    pub model: Option<crate::model::params::ModelParams>,
 }
 
 /// A policy file that cannot be used.

@@ -9,6 +9,7 @@ use crate::core::event::{ContractAction, ContractType, Event, EventBody, RoType,
 use crate::core::policy::Policy;
 use crate::core::status::{Level, Lifecycle, Reason, Status, Tier};
 use crate::core::time::{Ts, DAY_MS};
+use crate::model::hash::fnv1a;
 use serde::{Deserialize, Serialize};
 
 /// Most distinct visit days kept per customer (older ones still count in totals).
@@ -175,16 +176,6 @@ pub struct Predictions {
     /// Predicted customer lifetime value over the policy's horizon (None without a
     /// spend model).
     pub clv: Option<f64>,
-}
-
-/// A stable 64-bit FNV-1a hash (event-id de-duplication).
-pub fn fnv1a(s: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
 }
 
 fn cents(amount: f64) -> i64 {
@@ -836,12 +827,12 @@ impl CustomerState {
         let m = policy.model.as_ref()?;
         let (first, last) = (self.first_visit?, self.last_visit?);
         let rfm = m.rfm(first, last, self.visit_day_count, t.max(last));
-        Some(crate::model::clv::p_alive(m.model, &m.visit, rfm))
+        Some(crate::model::bgnbd::p_alive(m.model, &m.visit, rfm))
     }
 
     /// Average value the spend model should use: the customer's average repair order,
     /// or the population mean for customers without repair orders.
-    fn mean_value(&self, g: &crate::model::clv::GgParams) -> f64 {
+    fn mean_value(&self, g: &crate::model::params::GgParams) -> f64 {
         if self.ro_count > 0 {
             self.avg_ro_value()
         } else if g.q > 1.0 {
@@ -858,7 +849,7 @@ impl CustomerState {
         let (first, last) = (self.first_visit?, self.last_visit?);
         let rfm = m.rfm(first, last, self.visit_day_count, t.max(last));
         let x = &policy.prediction;
-        Some(crate::model::clv::clv(
+        Some(crate::model::gamma_gamma::clv(
             m.model,
             &m.visit,
             g,
@@ -876,8 +867,8 @@ impl CustomerState {
         let (first, last) = (self.first_visit?, self.last_visit?);
         let rfm = m.rfm(first, last, self.visit_day_count, t.max(last));
         Some(Predictions {
-            p_alive: crate::model::clv::p_alive(m.model, &m.visit, rfm),
-            expected_visits_12m: crate::model::clv::expected_visits(
+            p_alive: crate::model::bgnbd::p_alive(m.model, &m.visit, rfm),
+            expected_visits_12m: crate::model::bgnbd::expected_visits(
                 m.model,
                 &m.visit,
                 rfm,

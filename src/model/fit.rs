@@ -6,9 +6,20 @@
 //! borrowed, minimal shape (only type, time, customer, event id and amounts), the file
 //! is split at line boundaries and read on every core, and identical (x, t_x, T)
 //! patterns are collapsed with weights before the likelihood is maximised.
+//!
+//! The one module of the model layer that reads input files: JSON lines in the format
+//! of the event contract, parsed here into that minimal shape. It may use the event
+//! contract (`crate::core::event`) and instants (`crate::core::time`), and the model
+//! modules; never `core::state`, `core::policy` or the engine, which depend on the
+//! model layer. The parameter file is written by [`ModelParams::save`].
 
-use crate::core::time::{Ts, DAY_MS};
-use crate::model::clv::{self, BgParams, Fit, GgParams, Rfm, VisitModel};
+use crate::core::time::Ts;
+use crate::model::bgnbd::expected_visits;
+use crate::model::bgnbd_fit::{collapse, fit_visit_model};
+use crate::model::gamma_gamma::fit_gamma_gamma;
+use crate::model::hash::fnv1a;
+use crate::model::optimise::{Fit, OptimiseError};
+use crate::model::params::{BgParams, GgParams, ModelParams, Rfm, VisitModel};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -16,106 +27,73 @@ use std::io::{BufRead, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
-/// The fitted models, as written to and read from a parameter file (TOML).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelParams {
-    /// Which visit model.
-    pub model: VisitModel,
-    /// Length of the model's time unit in days (1 = days, 7 = weeks).
-    pub time_unit_days: f64,
-    /// Visit-model parameters.
-    pub visit: BgParams,
-    /// Spend-model parameters (absent when there were too few repeat customers).
-    pub spend: Option<GgParams>,
-    /// End of the calibration period the parameters were fitted on (RFC 3339).
-    pub calibration_end: String,
-    /// Customers in the calibration data.
-    pub customers: u64,
-    /// Total log-likelihood of the visit model at the optimum.
-    pub log_likelihood: f64,
-}
-
-/// A parameter file that cannot be used, or a fit that cannot be made.
+/// Why `churnwatch fit` could not produce parameters: bad options, an unreadable
+/// input, calibration data that cannot be used, or an estimation that failed.
 #[derive(Debug, Error)]
 pub enum FitError {
-    /// A file could not be read or written.
-    #[error("{action} {path}: {source}")]
-    Io {
-        /// What was being done.
-        action: &'static str,
+    /// No input file was given.
+    #[error(
+        "no input files given; pass --input FILE (JSON lines of visit and repair_order records)"
+    )]
+    NoInputs,
+    /// The time unit is not a positive number of days.
+    #[error("the time unit must be a positive number of days (1 for days, 7 for weeks), not {0}")]
+    TimeUnit(f64),
+    /// The holdout period does not end after the calibration period.
+    #[error(
+        "--holdout-end {holdout} must be after --calibration-end {calibration}; pick a later \
+         holdout end, or leave --holdout-end out"
+    )]
+    HoldoutNotAfterCalibration {
+        /// The holdout end (date).
+        holdout: String,
+        /// The calibration end (date).
+        calibration: String,
+    },
+    /// An input file could not be read.
+    #[error(
+        "cannot read input {path}: {source}; check the --input path and that the file is readable"
+    )]
+    Read {
         /// The file.
         path: PathBuf,
         /// The cause.
         source: std::io::Error,
     },
-    /// The parameter file is not valid.
-    #[error("model parameter file {path} is invalid: {message}; write it with `churnwatch fit`")]
-    Params {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
+    /// No customer visited on or before the calibration end.
+    #[error(
+        "no visit on or before --calibration-end {calibration} in the input; pick a later \
+         calibration end"
+    )]
+    NoCalibrationVisits {
+        /// The calibration end (date).
+        calibration: String,
+    },
+    /// One customer's calibration data cannot be used by a model.
+    #[error(
+        "cannot fit the {what}: for customer {customer}, {reason}; correct that customer's \
+         records in the input (repair-order amounts for the spend model), or remove them"
+    )]
+    InvalidCustomer {
+        /// Which model.
+        what: &'static str,
+        /// The customer id.
+        customer: String,
+        /// What is wrong with the customer's data.
+        reason: &'static str,
     },
     /// The estimation failed.
-    #[error("fitting the {what} failed: {source}")]
+    #[error(
+        "fitting the {what} on the visits up to --calibration-end {calibration} failed: {source}"
+    )]
     Estimate {
         /// Which model.
         what: &'static str,
+        /// The calibration end (date).
+        calibration: String,
         /// The cause.
-        source: clv::FitError,
+        source: OptimiseError,
     },
-    /// Bad arguments.
-    #[error("{0}")]
-    Invalid(String),
-}
-
-impl ModelParams {
-    /// Reads a parameter file.
-    pub fn load(path: &Path) -> Result<ModelParams, FitError> {
-        let text = std::fs::read_to_string(path).map_err(|source| FitError::Io {
-            action: "cannot read model parameters",
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let p: ModelParams = toml::from_str(&text).map_err(|e| FitError::Params {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        let v = &p.visit;
-        let ok = [v.r, v.alpha, v.a, v.b, p.time_unit_days]
-            .iter()
-            .all(|x| x.is_finite() && *x > 0.0)
-            && p.spend
-                .is_none_or(|g| [g.p, g.q, g.v].iter().all(|x| x.is_finite() && *x > 0.0));
-        if !ok {
-            return Err(FitError::Params {
-                path: path.to_path_buf(),
-                message: "every parameter and time_unit_days must be a positive number".into(),
-            });
-        }
-        Ok(p)
-    }
-
-    /// Writes the parameter file.
-    pub fn save(&self, path: &Path) -> Result<(), FitError> {
-        let text = toml::to_string_pretty(self).expect("parameters serialise");
-        std::fs::write(path, text).map_err(|source| FitError::Io {
-            action: "cannot write model parameters to",
-            path: path.to_path_buf(),
-            source,
-        })
-    }
-
-    /// The recency/frequency statistics of a visit history at `now`, in model units.
-    pub fn rfm(&self, first: Ts, last: Ts, visit_days: u32, now: Ts) -> Rfm {
-        let unit = self.time_unit_days * DAY_MS as f64;
-        Rfm {
-            x: f64::from(visit_days.saturating_sub(1)),
-            t_x: ((last.0 - first.0).max(0) as f64 / unit).max(0.0),
-            t: ((now.0 - first.0).max(0) as f64 / unit).max(0.0),
-        }
-    }
 }
 
 /// One customer's visit days and repair-order values, as read for a fit.
@@ -230,7 +208,7 @@ fn read_line(line: &[u8], until: Ts, map: &mut Histories, stats: &mut ReadStats)
         None => map.entry(customer.into_owned()).or_default(),
     };
     if let Some(id) = r.event_id {
-        let hash = crate::core::state::fnv1a(&id);
+        let hash = fnv1a(&id);
         match h.ids.binary_search(&hash) {
             Ok(_) => {
                 stats.duplicates += 1;
@@ -280,16 +258,11 @@ fn read_histories(inputs: &[PathBuf], until: Ts) -> Result<(Histories, ReadStats
     let mut all: Histories = HashMap::new();
     let mut stats = ReadStats::default();
     for path in inputs {
-        let io = |action| {
-            move |source| FitError::Io {
-                action,
-                path: path.clone(),
-                source,
-            }
+        let io = |source| FitError::Read {
+            path: path.clone(),
+            source,
         };
-        let len = std::fs::metadata(path)
-            .map_err(io("cannot read input"))?
-            .len();
+        let len = std::fs::metadata(path).map_err(io)?.len();
         let parts: Vec<std::io::Result<(Histories, ReadStats)>> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..threads as u64)
                 .map(|k| {
@@ -305,7 +278,7 @@ fn read_histories(inputs: &[PathBuf], until: Ts) -> Result<(Histories, ReadStats
         let parts = parts
             .into_iter()
             .collect::<std::io::Result<Vec<_>>>()
-            .map_err(io("cannot read input"))?;
+            .map_err(io)?;
         for (m, st) in parts {
             stats.lines += st.lines;
             stats.visits += st.visits;
@@ -376,22 +349,17 @@ pub struct FitReport {
 /// Reads the inputs, fits both models and checks them on the holdout.
 pub fn fit(opts: &FitOptions) -> Result<FitReport, FitError> {
     if opts.inputs.is_empty() {
-        return Err(FitError::Invalid(
-            "no input files given; pass --input FILE".into(),
-        ));
+        return Err(FitError::NoInputs);
     }
     if opts.time_unit_days.is_nan() || opts.time_unit_days <= 0.0 {
-        return Err(FitError::Invalid(
-            "the time unit must be a positive number of days".into(),
-        ));
+        return Err(FitError::TimeUnit(opts.time_unit_days));
     }
     if let Some(h) = opts.holdout_end {
         if h <= opts.calibration_end {
-            return Err(FitError::Invalid(format!(
-                "--holdout-end {} must be after --calibration-end {}",
-                h.to_date_string(),
-                opts.calibration_end.to_date_string()
-            )));
+            return Err(FitError::HoldoutNotAfterCalibration {
+                holdout: h.to_date_string(),
+                calibration: opts.calibration_end.to_date_string(),
+            });
         }
     }
     let started = std::time::Instant::now();
@@ -403,6 +371,7 @@ pub fn fit(opts: &FitOptions) -> Result<FitReport, FitError> {
     let mut rfms = Vec::with_capacity(hist.len());
     let mut holdout_pairs = Vec::new();
     let mut spend = Vec::new();
+    let mut spend_customers = Vec::new();
     let mut ids: Vec<&String> = hist.keys().collect();
     ids.sort_unstable();
     for id in ids {
@@ -427,29 +396,36 @@ pub fn fit(opts: &FitOptions) -> Result<FitReport, FitError> {
             .collect();
         if rfm.x > 0.0 && !values.is_empty() {
             spend.push((rfm.x, values.iter().sum::<f64>() / values.len() as f64, 1.0));
+            spend_customers.push(id);
         }
     }
+    let calibration = opts.calibration_end.to_date_string();
     if rfms.is_empty() {
-        return Err(FitError::Invalid(format!(
-            "no visit on or before --calibration-end {} in the input; pick a later calibration end",
-            opts.calibration_end.to_date_string()
-        )));
+        return Err(FitError::NoCalibrationVisits { calibration });
     }
     let customers = rfms.len() as u64;
-    let patterns = clv::collapse(rfms);
+    let patterns = collapse(rfms);
     let fit_started = std::time::Instant::now();
-    let visit =
-        clv::fit_visit_model(opts.model, &patterns).map_err(|source| FitError::Estimate {
-            what: "visit model",
-            source,
-        })?;
+    let visit = fit_visit_model(opts.model, &patterns).map_err(|source| FitError::Estimate {
+        what: "visit model",
+        calibration: calibration.clone(),
+        source,
+    })?;
     let spend_fit = if spend.len() >= 10 {
-        Some(
-            clv::fit_gamma_gamma(&spend).map_err(|source| FitError::Estimate {
-                what: "spend model (Gamma-Gamma)",
+        const WHAT: &str = "spend model (Gamma-Gamma)";
+        Some(fit_gamma_gamma(&spend).map_err(|source| match source {
+            // Entries are customers: name the one whose data the model cannot use.
+            OptimiseError::InvalidInput { index, reason } => FitError::InvalidCustomer {
+                what: WHAT,
+                customer: spend_customers[index].clone(),
+                reason,
+            },
+            source => FitError::Estimate {
+                what: WHAT,
+                calibration: calibration.clone(),
                 source,
-            })?,
-        )
+            },
+        })?)
     } else {
         None
     };
@@ -462,7 +438,7 @@ pub fn fit(opts: &FitOptions) -> Result<FitReport, FitError> {
             for (rfm, actual) in &holdout_pairs {
                 let g = groups.entry((rfm.x as usize).min(7)).or_default();
                 g.0 += 1;
-                g.1 += clv::expected_visits(opts.model, &visit.params, *rfm, horizon);
+                g.1 += expected_visits(opts.model, &visit.params, *rfm, horizon);
                 g.2 += *actual as f64;
             }
             groups
@@ -501,6 +477,43 @@ pub fn fit(opts: &FitOptions) -> Result<FitReport, FitError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_customer_the_spend_model_cannot_use_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.jsonl");
+        let mut text = String::new();
+        for c in 0..40 {
+            for k in 0..(c % 5 + 1) {
+                let day = 1 + (k * (7 + c)) % 300;
+                let amount = if c == 7 {
+                    0.0
+                } else {
+                    100.0 + f64::from(c * 3 + k)
+                };
+                let date = Ts::ymd_hms(2023, 1, 1, 10, 0, 0).add_days(f64::from(day));
+                text.push_str(&format!(
+                    r#"{{"type":"repair_order","event_id":"r{c}-{k}","event_time":"{}","dealer_id":"D","customer_id":"C{c}","total_amount":{amount}}}"#,
+                    date.to_rfc3339()
+                ));
+                text.push('\n');
+            }
+        }
+        std::fs::write(&path, text).unwrap();
+        let e = fit(&FitOptions {
+            inputs: vec![path],
+            calibration_end: Ts::ymd_hms(2024, 1, 1, 0, 0, 0),
+            holdout_end: None,
+            model: VisitModel::MbgNbd,
+            time_unit_days: 7.0,
+        })
+        .unwrap_err();
+        assert!(
+            matches!(&e, FitError::InvalidCustomer { customer, .. } if customer == "C7"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("must be positive"), "{e}");
+    }
 
     #[test]
     fn ranges_split_lines_exactly_once() {
