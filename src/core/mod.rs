@@ -5,6 +5,7 @@
 //! customer-base models) besides itself. Edges, the driver and the store depend on
 //! it, never the other way round.
 
+pub mod assess;
 pub mod engine;
 pub mod event;
 pub mod kpi;

@@ -1,0 +1,441 @@
+//! What a customer's state means at an instant: the warning rules (cadence,
+//! projected mileage, maintenance plan and warranty coverage, model-based P(alive)),
+//! the status they give with its reasons ([`CustomerState::assess`]), model
+//! predictions, and when the status can next change without an event
+//! ([`CustomerState::next_deadline`]).
+//!
+//! Pure: every instant is an argument; no clock, no I/O. May use `crate::core` and
+//! `crate::model`.
+
+use crate::core::event::{ContractAction, ContractType};
+use crate::core::policy::Policy;
+use crate::core::state::CustomerState;
+use crate::core::status::{Level, Lifecycle, Reason, Status};
+use crate::core::time::{Ts, DAY_MS};
+use serde::{Deserialize, Serialize};
+
+/// What the state means at one instant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assessment {
+    /// The status.
+    pub status: Status,
+    /// Why.
+    pub reasons: Vec<Reason>,
+    /// Whole days since the last visit.
+    pub days_since_last_visit: i64,
+    /// P(alive) when a visit model is loaded.
+    pub p_alive: Option<f64>,
+}
+
+/// Model-based predictions for a customer at an instant.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Predictions {
+    /// Probability the customer is still "alive" (will come again).
+    pub p_alive: f64,
+    /// Expected visits in the next 12 months.
+    pub expected_visits_12m: f64,
+    /// Predicted customer lifetime value over the policy's horizon (None without a
+    /// spend model).
+    pub clv: Option<f64>,
+}
+
+/// Collects reasons; texts are only formatted when they will be shown.
+struct Reasons {
+    explain: bool,
+    list: Vec<Reason>,
+    any: bool,
+}
+
+impl Reasons {
+    fn add(&mut self, code: &str, text: impl FnOnce() -> String) {
+        self.any = true;
+        if self.explain {
+            self.list.push(Reason {
+                code: code.to_string(),
+                text: text(),
+            });
+        }
+    }
+}
+
+impl CustomerState {
+    pub(crate) fn cadence_deadline(&self, policy: &Policy) -> Option<Ts> {
+        if self.intervals() < policy.prevent.cadence_min_intervals {
+            return None;
+        }
+        let mean = self.mean_interval_days()?;
+        if mean <= 0.0 {
+            return None;
+        }
+        // Overdue once factor × mean has passed since the last visit.
+        Some(
+            self.last_visit?
+                .add_days(policy.prevent.cadence_factor * mean),
+        )
+    }
+
+    fn mileage_deadline(&self, policy: &Policy) -> Option<Ts> {
+        let interval = policy.prevent.maintenance_interval_km;
+        if interval <= 0.0 {
+            return None;
+        }
+        let m = self.last_maintenance?;
+        let mkm = m.km?;
+        let l = self.last_odometer?;
+        let kpd = self.km_per_day(policy)?;
+        let due_km = mkm + interval;
+        if l.km >= due_km {
+            return Some(l.time.max(m.time));
+        }
+        if kpd <= 0.0 {
+            return None;
+        }
+        let days = (due_km - l.km) / kpd;
+        if days > 365.0 * 50.0 {
+            return None;
+        }
+        Some(Ts(l.time.add_days(days).0.max(m.time.0)))
+    }
+
+    /// Warranty-like items (maintenance plans, extended warranties, the factory warranty)
+    /// with the instant they end and a label.
+    fn coverage_ends(&self, policy: &Policy) -> Vec<(Ts, &'static str, bool)> {
+        let mut out = Vec::new();
+        for c in &self.contracts {
+            let label = match c.contract_type {
+                ContractType::MaintenancePlan => "maintenance plan",
+                ContractType::ExtendedWarranty => "extended warranty",
+                _ => continue,
+            };
+            if let Some(end) = c.ends_at() {
+                out.push((end, label, c.running_at(Ts(end.0 - 1))));
+            }
+        }
+        if policy.prevent.factory_warranty_months > 0 {
+            for v in &self.vehicles {
+                if let Some(p) = v.purchase_date {
+                    out.push((
+                        p.add_months(policy.prevent.factory_warranty_months),
+                        "factory warranty",
+                        true,
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    fn covered_at(&self, ty: &str, t: Ts) -> bool {
+        self.contracts.iter().any(|c| {
+            c.running_at(t)
+                && matches!(
+                    (ty, c.contract_type),
+                    ("maintenance plan", ContractType::MaintenancePlan)
+                        | ("extended warranty", ContractType::ExtendedWarranty)
+                        | ("factory warranty", ContractType::ExtendedWarranty)
+                )
+        })
+    }
+
+    /// The status the state means at `t` (None before the first visit).
+    pub fn assess(&self, t: Ts, policy: &Policy) -> Option<Assessment> {
+        self.evaluate(t, policy, true)
+    }
+
+    /// The status at `t` without building reason texts (the per-event fast path).
+    pub fn status_at(&self, t: Ts, policy: &Policy) -> Option<Status> {
+        self.evaluate(t, policy, false).map(|a| a.status)
+    }
+
+    fn evaluate(&self, t: Ts, policy: &Policy, explain: bool) -> Option<Assessment> {
+        let last = self.last_visit?;
+        let lifecycle = self.lifecycle(t, policy)?;
+        let days = (t.0 - last.0).div_euclid(DAY_MS);
+        let mut reasons = Reasons {
+            explain,
+            list: Vec::new(),
+            any: false,
+        };
+        let mut level = match lifecycle {
+            Lifecycle::FullyChurned => {
+                reasons.add("lifecycle_fully_churned", || {
+                    format!(
+                        "no visit for {days} days (last {}); more than {} months",
+                        last.to_date_string(),
+                        policy.lifecycle.fully_churned_months
+                    )
+                });
+                Level::WinBack
+            }
+            Lifecycle::Churned => {
+                reasons.add("lifecycle_churned", || {
+                    format!(
+                        "no visit for {days} days (last {}); {}-{} months",
+                        last.to_date_string(),
+                        policy.lifecycle.churned_months,
+                        policy.lifecycle.fully_churned_months
+                    )
+                });
+                Level::WinBack
+            }
+            Lifecycle::QuasiChurned => {
+                reasons.add("lifecycle_quasi_churned", || {
+                    format!(
+                        "no visit for {days} days (last {}); {}-{} months",
+                        last.to_date_string(),
+                        policy.lifecycle.quasi_churned_months,
+                        policy.lifecycle.churned_months
+                    )
+                });
+                Level::Retain
+            }
+            Lifecycle::Active => Level::Normal,
+        };
+        let p = &policy.prevent;
+        let mut plan_running = false;
+        if lifecycle == Lifecycle::Active {
+            if let (Some(d), Some(mean)) =
+                (self.cadence_deadline(policy), self.mean_interval_days())
+            {
+                if t >= d {
+                    reasons.add("cadence_overdue", || format!(
+                        "{days} days since the last visit, more than {} x the usual {:.0} days between visits",
+                        p.cadence_factor, mean));
+                }
+            }
+            if let Some(d) = self.mileage_deadline(policy) {
+                if t >= d {
+                    let proj = self.projected_km(t, policy).unwrap_or(0.0);
+                    let since = proj - self.last_maintenance.and_then(|m| m.km).unwrap_or(0.0);
+                    reasons.add("maintenance_due_mileage", || format!(
+                        "about {since:.0} km driven since the last maintenance (projected); due every {:.0} km",
+                        p.maintenance_interval_km));
+                }
+            }
+        }
+        for (end, label, _) in self.coverage_ends(policy) {
+            let warn_from = end.sub_days(p.contract_warning_days);
+            let lapsed_until = end.add_days(p.contract_lapsed_days);
+            let renewed = self.covered_at(label, end) || self.covered_at(label, t);
+            if t >= warn_from && t < end && !renewed_beyond(self, label, end) {
+                if lifecycle == Lifecycle::Active {
+                    reasons.add(
+                        if label == "factory warranty" {
+                            "warranty_ending"
+                        } else {
+                            "contract_expiring"
+                        },
+                        || {
+                            format!(
+                                "{label} ends on {} ({:.0} days)",
+                                end.to_date_string(),
+                                end.days_since(t)
+                            )
+                        },
+                    );
+                }
+            } else if t >= end && t < lapsed_until && !renewed {
+                if lifecycle == Lifecycle::Active {
+                    reasons.add(
+                        if label == "factory warranty" {
+                            "warranty_ended"
+                        } else {
+                            "contract_lapsed"
+                        },
+                        || format!("{label} ended on {} without renewal", end.to_date_string()),
+                    );
+                }
+            } else if label == "maintenance plan" && t < warn_from && self.covered_at(label, t) {
+                plan_running = true;
+            }
+        }
+        let p_alive = self.p_alive(t, policy);
+        if let Some(pa) = p_alive {
+            let x = &policy.prediction;
+            if lifecycle == Lifecycle::Active && pa < x.p_alive_prevent_below {
+                reasons.add("p_alive_low", || {
+                    format!("P(alive) {pa:.2} is below {}", x.p_alive_prevent_below)
+                });
+            }
+            if lifecycle == Lifecycle::Active && x.p_alive_drop_prevent > 0.0 {
+                if let Some(before) = self.p_alive_at_change {
+                    if before - pa >= x.p_alive_drop_prevent {
+                        reasons.add("p_alive_dropped", || {
+                            format!(
+                                "P(alive) fell from {before:.2} to {pa:.2} since the customer was last normal"
+                            )
+                        });
+                    }
+                }
+            }
+        }
+        if level == Level::Normal && reasons.any {
+            level = Level::Prevent;
+        }
+        if let Some(pa) = p_alive {
+            let below = policy.prediction.p_alive_retain_below;
+            if pa < below && level < Level::Retain {
+                level = Level::Retain;
+                reasons.add("p_alive_very_low", || {
+                    format!("P(alive) {pa:.2} is below {below}")
+                });
+            }
+        }
+        if plan_running && p.maintenance_plan_lowers_level && level != Level::Normal {
+            level = level.lowered();
+            reasons.add("maintenance_plan_active", || {
+                "a running prepaid maintenance plan lowers the warning by one level".to_string()
+            });
+        }
+        Some(Assessment {
+            status: Status {
+                level,
+                lifecycle,
+                tier: self.tier(policy),
+            },
+            reasons: reasons.list,
+            days_since_last_visit: days,
+            p_alive,
+        })
+    }
+
+    /// P(alive) at `t`, when a visit model is loaded.
+    pub fn p_alive(&self, t: Ts, policy: &Policy) -> Option<f64> {
+        let m = policy.model.as_ref()?;
+        let (first, last) = (self.first_visit?, self.last_visit?);
+        let rfm = m.rfm(first, last, self.visit_day_count, t.max(last));
+        Some(crate::model::bgnbd::p_alive(m.model, &m.visit, rfm))
+    }
+
+    /// Average value the spend model should use: the customer's average repair order,
+    /// or the population mean for customers without repair orders.
+    fn mean_value(&self, g: &crate::model::params::GgParams) -> f64 {
+        if self.ro_count > 0 {
+            self.avg_ro_value()
+        } else if g.q > 1.0 {
+            g.p * g.v / (g.q - 1.0)
+        } else {
+            0.0
+        }
+    }
+
+    /// Predicted customer lifetime value at `t` over the policy horizon.
+    pub fn clv(&self, t: Ts, policy: &Policy) -> Option<f64> {
+        let m = policy.model.as_ref()?;
+        let g = m.spend.as_ref()?;
+        let (first, last) = (self.first_visit?, self.last_visit?);
+        let rfm = m.rfm(first, last, self.visit_day_count, t.max(last));
+        let x = &policy.prediction;
+        Some(crate::model::gamma_gamma::clv(
+            m.model,
+            &m.visit,
+            g,
+            rfm,
+            self.mean_value(g),
+            x.clv_horizon_months,
+            x.monthly_discount,
+            m.time_unit_days,
+        ))
+    }
+
+    /// The model-based predictions at `t` (None without a model or a visit).
+    pub fn predictions(&self, t: Ts, policy: &Policy) -> Option<Predictions> {
+        let m = policy.model.as_ref()?;
+        let (first, last) = (self.first_visit?, self.last_visit?);
+        let rfm = m.rfm(first, last, self.visit_day_count, t.max(last));
+        Some(Predictions {
+            p_alive: crate::model::bgnbd::p_alive(m.model, &m.visit, rfm),
+            expected_visits_12m: crate::model::bgnbd::expected_visits(
+                m.model,
+                &m.visit,
+                rfm,
+                365.0 / m.time_unit_days,
+            ),
+            clv: self.clv(t, policy),
+        })
+    }
+
+    /// The first instant after `t` at which P(alive) is below `threshold` (it only
+    /// falls while no visit comes), found by bisection to the minute.
+    fn p_alive_crossing(&self, t: Ts, threshold: f64, policy: &Policy) -> Option<Ts> {
+        if threshold <= 0.0 {
+            return None;
+        }
+        let below = |at: Ts| self.p_alive(at, policy).is_some_and(|p| p < threshold);
+        if below(t) {
+            return None;
+        }
+        let mut lo = t;
+        let mut step = 30.0;
+        let mut hi = t.add_days(step);
+        while !below(hi) {
+            if step > 365.0 * 100.0 {
+                return None;
+            }
+            lo = hi;
+            step *= 2.0;
+            hi = t.add_days(step);
+        }
+        while hi.0 - lo.0 > 60_000 {
+            let mid = Ts(lo.0 + (hi.0 - lo.0) / 2);
+            if below(mid) {
+                hi = mid;
+            } else {
+                lo = mid;
+            }
+        }
+        Some(hi)
+    }
+
+    /// The first instant after `t` at which [`assess`](Self::assess) can give a different
+    /// result without a new event (None if it never can).
+    pub fn next_deadline(&self, t: Ts, policy: &Policy) -> Option<Ts> {
+        let last = self.last_visit?;
+        let l = &policy.lifecycle;
+        let p = &policy.prevent;
+        let mut cands = vec![
+            last.add_months(l.quasi_churned_months),
+            last.add_months(l.churned_months),
+            last.add_months(l.fully_churned_months),
+        ];
+        cands.extend(self.cadence_deadline(policy));
+        cands.extend(self.mileage_deadline(policy));
+        for (end, _, _) in self.coverage_ends(policy) {
+            cands.push(end.sub_days(p.contract_warning_days));
+            cands.push(end);
+            cands.push(end.add_days(p.contract_lapsed_days));
+        }
+        for c in &self.contracts {
+            if let Some(s) = c.start {
+                cands.push(s);
+            }
+        }
+        if policy.model.is_some() {
+            let x = &policy.prediction;
+            let mut thresholds = vec![x.p_alive_prevent_below, x.p_alive_retain_below];
+            if let Some(before) = self
+                .p_alive_at_change
+                .filter(|_| x.p_alive_drop_prevent > 0.0)
+            {
+                thresholds.push(before - x.p_alive_drop_prevent);
+            }
+            for th in thresholds {
+                cands.extend(self.p_alive_crossing(t, th, policy));
+            }
+        }
+        cands.into_iter().filter(|c| *c > t).min()
+    }
+}
+
+/// Whether a coverage of this kind runs past `end` (a renewal signed before the end).
+fn renewed_beyond(s: &CustomerState, label: &str, end: Ts) -> bool {
+    s.contracts.iter().any(|c| {
+        matches!(
+            (label, c.contract_type),
+            ("maintenance plan", ContractType::MaintenancePlan)
+                | ("extended warranty", ContractType::ExtendedWarranty)
+                | ("factory warranty", ContractType::ExtendedWarranty)
+        ) && matches!(c.action, ContractAction::Signed | ContractAction::Renewed)
+            && c.end.is_some_and(|e| e > end)
+    })
+}
