@@ -94,3 +94,15 @@ fn one_far_future_or_far_past_record_changes_nothing_but_the_dead_letters() {
         assert_eq!(d["field"], "event_time");
     }
 }
+
+#[test]
+fn dead_letters_name_the_line_even_after_blank_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let visit = r#"{"type":"visit","event_id":"e1","event_time":"2024-01-01T10:00:00Z","dealer_id":"D1","customer_id":"C1","visit_type":"service"}"#;
+    // Line 2 is blank, line 3 only Unicode white space (an ideographic space).
+    std::fs::write(&input, format!("{visit}\n\n\u{3000}\nnot json\n")).unwrap();
+    let (s, _, dead) = run(&input, dir.path(), "blank");
+    assert_eq!((s.records, s.bad), (2, 1));
+    assert_eq!(dead[0]["record"], 4, "the fourth line: {dead:?}");
+}

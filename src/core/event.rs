@@ -338,6 +338,18 @@ pub const MAX_ID_LEN: usize = 128;
 /// in status changes and in dead letters, so nothing may be unbounded.
 pub const MAX_TEXT_LEN: usize = 256;
 
+/// Invisible formatting characters (zero-width spaces and joiners, bidirectional
+/// overrides and isolates, word joiners, the byte-order mark, the soft hyphen): an id
+/// containing one looks like another id but is not, so ids with them are rejected
+/// rather than silently normalised into a different customer.
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+        | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}'
+        | '\u{FFA0}' | '\u{E0000}'..='\u{E007F}')
+}
+
 struct Fields<'a> {
     map: &'a Map<String, Value>,
 }
@@ -387,6 +399,15 @@ impl<'a> Fields<'a> {
         }
         if s.chars().any(|c| c.is_control()) {
             return Err(InvalidEvent::invalid(f, "contains control characters"));
+        }
+        if let Some(c) = s.chars().find(|c| is_invisible(*c)) {
+            return Err(InvalidEvent::invalid(
+                f,
+                format!(
+                    "contains the invisible character U+{:04X}; an id that looks like another must not name another customer, so fix the source record",
+                    c as u32
+                ),
+            ));
         }
         Ok(s.to_string())
     }
@@ -737,6 +758,20 @@ mod tests {
         assert_eq!(e.phone.as_deref(), Some("+8613800138000"));
         assert_eq!(r.ro_type, RoType::Maintenance);
         assert!(e.is_visit());
+    }
+
+    #[test]
+    fn look_alike_ids_are_rejected() {
+        for bad in ["C\u{200B}1", "\u{202E}1C", "\u{FEFF}C1", "C\u{2060}1"] {
+            let mut r = ro();
+            r["customer_id"] = json!(bad);
+            let e = validate(&r).unwrap_err();
+            assert_eq!(e.field(), Some("customer_id"), "{bad:?}");
+            assert!(e.to_string().contains("invisible"), "{e}");
+        }
+        let mut r = ro();
+        r["customer_id"] = json!("客户-001");
+        assert!(validate(&r).is_ok(), "non-Latin ids are fine");
     }
 
     #[test]

@@ -154,7 +154,9 @@ pub(crate) struct Progress {
     file_index: usize,
     /// Byte offset (JSON lines) or record index (Avro) in the current file.
     position: u64,
-    /// 1-based number of the last record read in the current file.
+    /// 1-based number of the last record read in the current file: the line number
+    /// in a JSON-lines file (blank lines count, so dead letters name real lines), the
+    /// record index in an Avro file.
     record_in_file: u64,
     records: u64,
     bad: u64,
@@ -377,6 +379,8 @@ pub fn replay(
                 let text = String::from_utf8_lossy(&buf);
                 let line = text.trim();
                 if line.is_empty() {
+                    // Not a record, but a line: dead letters name line numbers.
+                    run.p.record_in_file += 1;
                     continue;
                 }
                 let v = if std::str::from_utf8(&buf).is_err() {
