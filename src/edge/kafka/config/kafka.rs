@@ -72,7 +72,7 @@ impl Config {
 impl KafkaConfig {
     /// The problems of the brokers, the group and the property names, each naming its
     /// key and where the value came from.
-    pub(super) fn problems(&self, origins: &Origins) -> Vec<String> {
+    pub(super) fn problems(&self, origins: &Origins<'_>) -> Vec<String> {
         let at = |key: &str| origins.describe(key);
         let mut problems = Vec::new();
         if self.bootstrap_servers.trim().is_empty() {

@@ -39,6 +39,8 @@
 //!
 //! - `layers`: the sources, their merging (on the figment crate) and [`ConfigError`];
 //!   its documentation says which parts figment does and which stay hand-written;
+//! - `settings`: one environment variable or `--set` flag: its key syntax, its typed
+//!   value and its check;
 //! - `kafka`: the librdkafka properties passed through per [`Role`]
 //!   ([`Config::client_properties`]), their names, and hiding secrets
 //!   ([`Config::redacted`]);
@@ -46,6 +48,7 @@
 
 mod kafka;
 mod layers;
+mod settings;
 mod validate;
 
 pub use kafka::Role;
@@ -361,7 +364,6 @@ impl Default for MetricsConfig {
         }
     }
 }
-
 
 impl Config {
     /// Loads the configuration: defaults, then the TOML `file` (if any), then the

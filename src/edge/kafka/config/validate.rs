@@ -36,7 +36,7 @@ fn topic_name_problem(name: &str) -> Option<String> {
 
 impl Config {
     /// Checks the values together, naming each key as `origins` describes it.
-    pub(super) fn check(&self, origins: &Origins) -> Result<(), ConfigError> {
+    pub(super) fn check(&self, origins: &Origins<'_>) -> Result<(), ConfigError> {
         let at = |key: &str| origins.describe(key);
         let mut problems = self.kafka.problems(origins);
 
