@@ -20,11 +20,12 @@
 //!   `.` of a key into a level of nesting, so a librdkafka property such as
 //!   `sasl.mechanism` cannot be one key of `kafka.properties`; it parses every value
 //!   (`123` becomes a number, `"0x12"` loses its quotes) where text settings must be
-//!   taken verbatim; it silently skips names with empty parts and lets two variables
-//!   for one key both apply; its errors name "environment variable(s)", not the
-//!   variable; and it reads only the process environment, not the variables passed to
-//!   [`Config::load`]. So each variable, like each `--set` flag, is turned into a key
-//!   path and a typed value here and merged as a provider of its own (module `settings`).
+//!   taken verbatim; it silently skips names with empty parts and lets one of two
+//!   variables for the same key win unannounced; its errors name "environment
+//!   variable(s)", not the variable; and it reads only the process environment, not
+//!   the variables passed to [`Config::load`]. So each variable, like each `--set`
+//!   flag, is turned into a key path and a typed value here and merged as a provider
+//!   of its own (module `settings`).
 //! - **Unsetting.** A figment merge adds or replaces values but cannot remove one, and
 //!   an empty value must remove `policy`, `model` or a property-map entry that an
 //!   earlier layer set. Such a value is merged as figment's explicit "none"
@@ -36,10 +37,12 @@
 //!   alone before it is merged, and loading stops at the first source that fails, as
 //!   before: the file by the toml crate (figment's `Toml` provider keeps no positions,
 //!   and the file's errors give line and key), each variable or flag through a figment
-//!   of its own. figment's `Error` can chain several errors, but serde stops extracting
-//!   at the first one, so it cannot collect the problems of one source; the checks of
-//!   the merged values that report every problem at once are churnwatch's own
-//!   (`validate`).
+//!   of its own.
+//! - **All problems at once.** figment's `Error` chains several errors only when
+//!   several providers fail to produce data; extracting a type stops at the first
+//!   error serde meets. So it cannot collect the problems of the values, and the checks
+//!   of the merged values, which report every problem at once, stay churnwatch's own
+//!   (module `validate`). [`extract`] reports every error of a chain.
 
 use super::settings::{dotted, env_path, key_parts, set_key_path, setting};
 use super::Config;
