@@ -421,7 +421,12 @@ impl Worker {
                 );
                 restored = true;
             }
-            let part = Partition::open(p, store, self.policy.clone(), &self.topics, self.encoding)?;
+            let mut part =
+                Partition::open(p, store, self.policy.clone(), &self.topics, self.encoding)?;
+            part.set_clock_skew(match self.cfg.input.max_clock_skew_minutes {
+                0 => None,
+                m => Some(Duration::from_secs(m * 60)),
+            });
             let known = part.seq > 0;
             for s in &part.sources {
                 offsets.insert(

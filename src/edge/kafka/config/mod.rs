@@ -143,6 +143,12 @@ pub struct InputConfig {
     pub align_wait_ms: u64,
     /// Records buffered per partition before fetching from it pauses. Default 20000.
     pub max_buffered: usize,
+    /// How far past the wall clock an event or tick may be dated, in minutes; later
+    /// ones are dead-lettered (`implausible_time`) instead of moving stream time (one
+    /// record dated 9999 would otherwise fire every customer's timers). Default 1440
+    /// (one day: source systems that write local time as UTC are up to 14 h ahead).
+    /// 0 turns the bound off.
+    pub max_clock_skew_minutes: u64,
 }
 
 impl Default for InputConfig {
@@ -153,6 +159,7 @@ impl Default for InputConfig {
             contracts: TopicConfig::named("contracts"),
             align_wait_ms: 30_000,
             max_buffered: 20_000,
+            max_clock_skew_minutes: 1440,
         }
     }
 }
@@ -468,6 +475,7 @@ mod tests {
         assert_eq!(c.input.visits.format, InputFormat::Json);
         assert_eq!(c.input.align_wait_ms, 30_000);
         assert_eq!(c.input.max_buffered, 20_000);
+        assert_eq!(c.input.max_clock_skew_minutes, 1440);
         assert_eq!(c.output.status_topic, "customer-status");
         assert_eq!(c.output.format, Format::Json);
         assert_eq!(c.output.dead_letter_topic, "churnwatch-dead-letters");
