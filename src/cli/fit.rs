@@ -5,7 +5,7 @@
 //! May touch stdout, stderr (a log line), the files the user names and, through the
 //! library, the inputs.
 
-use super::{parse_instant, FitArgs, ModelArg, UnitArg};
+use super::{parse_instant, FitArgs, ModelArg, UnitArg, LOG_TARGET};
 use anyhow::{Context, Result};
 
 /// Runs `churnwatch fit`.
@@ -35,7 +35,10 @@ pub fn run(a: FitArgs) -> Result<()> {
             UnitArg::Weeks => 7.0,
         },
     };
-    tracing::info!("reading and fitting; this takes a while on large histories");
+    tracing::info!(
+        target: LOG_TARGET,
+        "reading and fitting; this takes a while on large histories"
+    );
     let r = churnwatch::model::fit::fit(&opts)?;
     print_fit(&r);
     r.params.save(&out)?;

@@ -24,6 +24,10 @@ use churnwatch::core::time::Ts;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
 
+/// Target of the command line's log lines: the crate's name, as when all of them came
+/// from `main.rs` (log filters and readers of the JSON logs see the same target).
+const LOG_TARGET: &str = "churnwatch";
+
 /// The parsed command line.
 #[derive(Parser)]
 #[command(

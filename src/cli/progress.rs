@@ -4,6 +4,7 @@
 //! Owns the terminal presentation of progress only; it may touch stderr (through
 //! `indicatif` or `tracing`) and nothing else.
 
+use super::LOG_TARGET;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 
@@ -48,6 +49,7 @@ impl Progress {
                 if decile > self.last_decile {
                     self.last_decile = decile;
                     tracing::info!(
+                        target: LOG_TARGET,
                         percent = decile * 10,
                         "{} {}% {detail}",
                         self.what,

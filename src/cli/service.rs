@@ -6,7 +6,7 @@
 //! handling, and exits the process on a second signal or an overlong drain; the service
 //! itself is the library's.
 
-use super::{load_policy_and_model, RunArgs};
+use super::{load_policy_and_model, RunArgs, LOG_TARGET};
 use anyhow::Result;
 use churnwatch::edge::kafka::config::Config as ServiceConfig;
 
@@ -43,7 +43,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         .handle()
         .spawn(on_signals(running.shutdown_token(), drain));
     let summary = running.wait()?;
-    tracing::info!(processed = summary.processed, "stopped");
+    tracing::info!(target: LOG_TARGET, processed = summary.processed, "stopped");
     Ok(())
 }
 
@@ -55,7 +55,10 @@ async fn on_signals(token: tokio_util::sync::CancellationToken, drain: std::time
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
     ) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        tracing::error!(
+            target: LOG_TARGET,
+            "cannot install signal handlers; stop with SIGKILL"
+        );
         return;
     };
     tokio::select! {
@@ -63,15 +66,22 @@ async fn on_signals(token: tokio_util::sync::CancellationToken, drain: std::time
         _ = int.recv() => {}
     }
     tracing::info!(
+        target: LOG_TARGET,
         drain_ms = drain.as_millis() as u64,
         "signal received: draining; a second signal exits at once"
     );
     token.cancel();
     tokio::select! {
-        _ = term.recv() => tracing::warn!("second signal: exiting without finishing the drain"),
-        _ = int.recv() => tracing::warn!("second signal: exiting without finishing the drain"),
+        _ = term.recv() => tracing::warn!(
+            target: LOG_TARGET,
+            "second signal: exiting without finishing the drain"
+        ),
+        _ = int.recv() => tracing::warn!(
+            target: LOG_TARGET,
+            "second signal: exiting without finishing the drain"
+        ),
         _ = tokio::time::sleep(drain + std::time::Duration::from_secs(5)) => {
-            tracing::error!("the drain took longer than its bound; exiting");
+            tracing::error!(target: LOG_TARGET, "the drain took longer than its bound; exiting");
         }
     }
     std::process::exit(130);
