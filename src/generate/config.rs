@@ -142,10 +142,10 @@ impl GenConfig {
     }
 }
 
-/// Progress of a [`generate`] run, reported through its callback at most about every 1%
-/// of the work. The work is measured in customer units: the first `total / 2` units are
-/// the customers simulated, the second half the events written (scaled to customers).
-/// The last report has `done == total`.
+/// Progress of a [`generate`](super::generate) run, reported through its callback at
+/// most about every 1% of the work. The work is measured in customer units: the first
+/// `total / 2` units are the customers simulated, the second half the events written
+/// (scaled to customers). The last report has `done == total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GenProgress {
     /// Units done.
@@ -154,7 +154,7 @@ pub struct GenProgress {
     pub total: u64,
 }
 
-/// What a [`generate`] run wrote.
+/// What a [`generate`](super::generate) run wrote.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenSummary {
     /// Distinct customer events generated (each with its own event id), including those
@@ -177,7 +177,7 @@ pub struct GenSummary {
     pub end: Ts,
 }
 
-/// Why [`generate`] failed.
+/// Why [`generate`](super::generate) failed.
 #[derive(Debug, Error)]
 pub enum GenerateError {
     /// A configuration value is out of range; the message names it.

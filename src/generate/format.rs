@@ -74,7 +74,8 @@ pub(super) fn push_date(buf: &mut String, day: i32) {
     push_uint(buf, u64::from(d.day()), 2);
 }
 
-/// Appends an instant like [`Ts::to_rfc3339`]: UTC `Z`, milliseconds only when needed.
+/// Appends an instant like [`Ts::to_rfc3339`](crate::core::time::Ts::to_rfc3339): UTC
+/// `Z`, milliseconds only when needed.
 pub(super) fn push_ts(buf: &mut String, ms: i64) {
     let secs = ms.div_euclid(1000);
     push_date(buf, secs.div_euclid(DAY_S) as i32);
