@@ -7,7 +7,8 @@
 //! - [`codec`]: JSON and Avro encodings;
 //! - [`store`]: persistence of state, timers, progress and the outbox;
 //! - [`edge`]: file replay and the Kafka service, which adapt I/O to the engine;
-//! - [`generate`]: synthetic histories for demos, tests and benchmarks.
+//! - [`generate`]: synthetic histories for demos, tests and benchmarks (cargo feature
+//!   `generator`, on by default; the production library builds without it).
 
 #![warn(missing_docs)]
 
@@ -15,6 +16,7 @@ pub mod codec;
 pub mod core;
 pub mod driver;
 pub mod edge;
+#[cfg(feature = "generator")]
 pub mod generate;
 pub mod model;
 pub mod store;
