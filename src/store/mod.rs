@@ -508,6 +508,29 @@ mod tests {
         assert!(e.to_string().contains("run `churnwatch replay"), "{e}");
     }
 
+    #[test]
+    fn progress_without_the_meta_committed_with_it_is_damage() {
+        let s = MemStore::in_memory();
+        s.check_committed("replay", "mem").unwrap();
+        let mut b = Batch::new();
+        b.progress("replay", &"pos".to_string()).unwrap();
+        s.write(b).unwrap();
+        let e = s.check_committed("replay", "mem").unwrap_err();
+        assert!(matches!(e, StoreError::Damaged { .. }), "{e}");
+        commit(&s, &dirty(), Some("pos"));
+        s.check_committed("replay", "mem").unwrap();
+    }
+
+    #[test]
+    fn a_store_that_lost_its_conf_is_damaged_not_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        commit(&SledStore::open(dir.path()).unwrap(), &dirty(), None);
+        std::fs::remove_file(dir.path().join("conf")).unwrap();
+        let e = SledStore::open_existing(dir.path()).err().unwrap();
+        assert!(matches!(e, StoreError::Damaged { .. }), "{e}");
+        assert!(e.to_string().contains("replay --fresh"), "{e}");
+    }
+
     fn round_trip<K: Kv>(s: Store<K>) {
         commit(&s, &dirty(), Some("pos"));
         assert_eq!(s.load("C1").unwrap().unwrap().next_deadline, Some(Ts(-5)));

@@ -250,7 +250,7 @@ mod tests {
     #[test]
     fn sled_corruption_errors_are_damage_io_errors_are_not() {
         let e = guarded("s", || -> sled::Result<()> {
-            Err(sled::Error::corruption(None))
+            Err(sled::Error::Corruption { at: None, bt: () })
         });
         assert!(matches!(e, Err(StoreError::Damaged { .. })));
         let e = guarded("s", || -> sled::Result<()> {
