@@ -185,10 +185,14 @@ fn remove_store(dir: &Path) -> Result<(), ReplayError> {
         .filter_map(Result::ok)
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    // Any of sled's files may be missing from a damaged store.
-    let is_store = entries.iter().all(|n| {
-        matches!(n.as_str(), "conf" | "db" | "blobs" | mark::MARK_FILE) || n.starts_with("snap.")
-    });
+    // A damaged store may have lost `conf`; its snapshot or commit mark still tell it.
+    let is_store = entries
+        .iter()
+        .any(|n| n == "conf" || n == mark::MARK_FILE || n.starts_with("snap."))
+        && entries.iter().all(|n| {
+            matches!(n.as_str(), "conf" | "db" | "blobs" | mark::MARK_FILE)
+                || n.starts_with("snap.")
+        });
     if !entries.is_empty() && !is_store {
         return Err(ReplayError::NotAStore(dir.to_path_buf()));
     }
