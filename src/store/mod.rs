@@ -17,6 +17,11 @@
 //! so callers never see raw keys or bytes. Scans stream ([`kv::Scan`]): a full pass over
 //! the customers holds one customer at a time.
 //!
+//! Beside sled's files a store directory may hold a commit mark ([`mark`]), written
+//! outside sled after each durable commit, which shows when sled's recovery of damaged
+//! files dropped acknowledged commits. The sled backend ([`sled`]) turns sled's
+//! corruption errors and its panics on damaged files into [`StoreError::Damaged`].
+//!
 //! This module may use `crate::core` (the values it stores) and nothing above it.
 
 pub mod codec;
@@ -87,7 +92,7 @@ pub enum StoreError {
 
 impl From<::sled::Error> for StoreError {
     fn from(e: ::sled::Error) -> StoreError {
-        StoreError::from_sled(e, "(unnamed)")
+        StoreError::from_sled(e, "(directory not known here)")
     }
 }
 
