@@ -6,7 +6,7 @@ use churnwatch::edge::replay::{replay, ReplayOptions};
 use churnwatch::generate::{generate, GenConfig};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_churnwatch"))
@@ -144,12 +144,73 @@ fn every_malformed_kind_goes_to_the_dead_letter_file_with_a_reason() {
     assert_eq!(dropped, vec!["phone", "vin"]);
 }
 
-/// Kills `churnwatch replay` with SIGKILL at random moments, resumes each time, and
-/// checks the final outputs are byte-identical to an uninterrupted run.
+/// A small deterministic generator for kill points (the same points on every machine).
+struct Lcg(u64);
+
+impl Lcg {
+    /// The next value in `0..n`.
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n.max(1)
+    }
+}
+
+fn file_len(p: &Path) -> u64 {
+    std::fs::metadata(p).map_or(0, |m| m.len())
+}
+
+/// Starts `cmd` and, once `watch` has grown to `threshold` bytes, waits `delay` and
+/// kills it with SIGKILL. Returns whether it was killed (false: it finished first).
+fn kill_when_grown(cmd: &mut Command, watch: &Path, threshold: u64, delay: Duration) -> bool {
+    let mut child = cmd.spawn().unwrap();
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "replay failed: {status}");
+            return false;
+        }
+        if file_len(watch) >= threshold {
+            let until = Instant::now() + delay;
+            while Instant::now() < until {
+                std::hint::spin_loop();
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(status.success(), "replay failed: {status}");
+                return false;
+            }
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            return true;
+        }
+        if started.elapsed() > Duration::from_secs(300) {
+            child.kill().unwrap();
+            panic!("the replay hangs: {cmd:?}");
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
+}
+
+/// Kills `churnwatch replay` with SIGKILL at points chosen from its progress, resumes
+/// each time, and checks the final outputs and dead letters are byte-identical to an
+/// uninterrupted run.
+///
+/// The status-change file grows only when the replay commits, so it shows progress:
+/// each kill waits until the file has grown past a random threshold above its length
+/// when the run started (a resumed run first cuts it back to the committed length, so
+/// only new progress counts), then a random short delay, so kills land at varying
+/// places in the commit cycle (between writing the outputs and committing, inside the
+/// commit, between commits). Kill points follow progress, not the clock, so the test
+/// interrupts the replay as often whatever the build's speed; a run that still ends
+/// before its kill starts a new round from scratch.
 #[test]
 fn sigkill_at_random_points_then_resume_gives_identical_output() {
     let dir = tempfile::tempdir().unwrap();
     let input = history(dir.path(), 1500, 3);
+    let out = dir.path().join("killed.jsonl");
+    let dead = dir.path().join("killed.jsonl.dead.jsonl");
     let run = |name: &str, fresh: bool| {
         let mut c = bin();
         c.args(["replay", "--input"])
@@ -167,42 +228,48 @@ fn sigkill_at_random_points_then_resume_gives_identical_output() {
         c
     };
     assert!(run("whole", true).status().unwrap().success());
+    let whole = std::fs::read(dir.path().join("whole.jsonl")).unwrap();
+    let whole_dead = std::fs::read(dir.path().join("whole.jsonl.dead.jsonl")).unwrap();
+    assert!(!whole.is_empty() && !whole_dead.is_empty());
+    let end = whole.len() as u64;
 
-    // Deterministic "random" kill points from a small LCG.
-    let mut seed: u64 = 0x5eed;
+    const KILLS: u32 = 6;
+    let mut rng = Lcg(0x5eed);
     let mut kills = 0;
-    let mut fresh = true;
-    for _ in 0..6 {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let wait_ms = 40 + (seed >> 33) % 400;
-        let mut child = run("killed", fresh).spawn().unwrap();
-        fresh = false;
-        std::thread::sleep(Duration::from_millis(wait_ms));
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap(); // SIGKILL
+    let mut rounds = 0;
+    while kills < KILLS && rounds < 5 {
+        rounds += 1;
+        let _ = std::fs::remove_file(&out);
+        let _ = std::fs::remove_file(&dead);
+        let mut fresh = true;
+        while kills < KILLS {
+            let before = file_len(&out);
+            // Somewhere in the first 60% of what is left.
+            let threshold = before + 1 + rng.below(end.saturating_sub(before) * 6 / 10);
+            let delay = Duration::from_micros([0, 0, 50, 300, 1_000, 3_000][rng.below(6) as usize]);
+            let killed = kill_when_grown(&mut run("killed", fresh), &out, threshold, delay);
+            fresh = false;
+            if !killed {
+                break;
+            }
             kills += 1;
         }
-        child.wait().unwrap();
+        assert!(run("killed", false).status().unwrap().success());
+        let b = std::fs::read(&out).unwrap();
+        assert!(
+            whole == b,
+            "outputs differ after {kills} kills: {} vs {} bytes",
+            whole.len(),
+            b.len()
+        );
+        assert!(
+            whole_dead == std::fs::read(&dead).unwrap(),
+            "dead letters differ after {kills} kills"
+        );
     }
-    assert!(run("killed", false).status().unwrap().success());
     assert!(
-        kills >= 2,
-        "the replay finished too fast to be interrupted ({kills} kills)"
-    );
-    let a = std::fs::read(dir.path().join("whole.jsonl")).unwrap();
-    let b = std::fs::read(dir.path().join("killed.jsonl")).unwrap();
-    assert!(!a.is_empty());
-    assert!(
-        a == b,
-        "outputs differ after {kills} kills: {} vs {} bytes",
-        a.len(),
-        b.len()
-    );
-    assert_eq!(
-        std::fs::read(dir.path().join("whole.jsonl.dead.jsonl")).unwrap(),
-        std::fs::read(dir.path().join("killed.jsonl.dead.jsonl")).unwrap()
+        kills >= KILLS,
+        "only {kills} kills landed in {rounds} rounds: every run ended before its kill point"
     );
 }
 

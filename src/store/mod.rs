@@ -17,10 +17,16 @@
 //! so callers never see raw keys or bytes. Scans stream ([`kv::Scan`]): a full pass over
 //! the customers holds one customer at a time.
 //!
+//! Beside sled's files a store directory may hold a commit mark ([`mark`]), written
+//! outside sled after each durable commit, which shows when sled's recovery of damaged
+//! files dropped acknowledged commits. The sled backend ([`sled`]) turns sled's
+//! corruption errors and its panics on damaged files into [`StoreError::Damaged`].
+//!
 //! This module may use `crate::core` (the values it stores) and nothing above it.
 
 pub mod codec;
 pub mod kv;
+pub mod mark;
 pub mod sled;
 
 pub use self::sled::{open_sled_db, SledKv, SledTreeKv, LOCK_WAIT};
@@ -58,7 +64,16 @@ pub enum StoreError {
     Missing(PathBuf),
     /// A read or write failed.
     #[error("state store I/O failed: {0}; check the disk (free space, permissions) and retry")]
-    Sled(#[from] ::sled::Error),
+    Sled(::sled::Error),
+    /// The store's files are damaged: sled reported corruption, panicked on them, or
+    /// the store lost commits it had acknowledged.
+    #[error("the state store {store} is damaged: {detail}; {START_OVER}")]
+    Damaged {
+        /// Which store: its directory, or its tree.
+        store: String,
+        /// What is wrong.
+        detail: String,
+    },
     /// A stored value cannot be decoded.
     #[error("state store value under key `{key}` is corrupt ({reason}); {START_OVER}")]
     Corrupt {
@@ -75,7 +90,41 @@ pub enum StoreError {
     },
 }
 
+impl From<::sled::Error> for StoreError {
+    fn from(e: ::sled::Error) -> StoreError {
+        StoreError::from_sled(e, "(directory not known here)")
+    }
+}
+
 impl StoreError {
+    /// A sled error on `store` (a directory or tree): corruption and sled's own
+    /// failures are [`StoreError::Damaged`], I/O errors [`StoreError::Sled`].
+    pub fn from_sled(e: ::sled::Error, store: &str) -> StoreError {
+        let detail = match &e {
+            ::sled::Error::Corruption { at: Some(at), .. } => {
+                format!("sled found corrupt data at {at:?} in its files")
+            }
+            ::sled::Error::Corruption { at: None, .. } => {
+                "sled found corrupt data in its files".to_string()
+            }
+            ::sled::Error::ReportableBug(m) => format!("sled failed on its files ({m})"),
+            ::sled::Error::Unsupported(m) => format!("sled cannot use its files ({m})"),
+            _ => return StoreError::Sled(e),
+        };
+        StoreError::Damaged {
+            store: store.to_string(),
+            detail,
+        }
+    }
+
+    /// The store in `dir` is damaged: `detail` says how.
+    pub fn damaged(dir: &Path, detail: impl ToString) -> StoreError {
+        StoreError::Damaged {
+            store: dir.display().to_string(),
+            detail: detail.to_string(),
+        }
+    }
+
     /// A corrupt value under `key`.
     pub fn corrupt(key: &[u8], reason: impl ToString) -> StoreError {
         StoreError::Corrupt {
@@ -231,12 +280,23 @@ impl Batch {
 impl SledStore {
     /// Opens (or creates) a store directory; see [`open_sled_db`] for the lock wait.
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
-        Store::with_kv(SledTreeKv::default_tree(open_sled_db(dir)?))
+        Store::with_kv(SledTreeKv::open_dir(dir)?)
     }
 
-    /// Opens an existing store directory, without creating one.
+    /// Opens an existing store directory, without creating one. A directory that holds
+    /// sled's data but lost its `conf` file is damaged, not missing.
     pub fn open_existing(dir: &Path) -> Result<SledStore, StoreError> {
         if !dir.join("conf").exists() {
+            let has_data = std::fs::read_dir(dir).is_ok_and(|entries| {
+                entries.filter_map(Result::ok).any(|e| {
+                    let n = e.file_name();
+                    let n = n.to_string_lossy();
+                    n == "db" || n.starts_with("snap.")
+                })
+            });
+            if has_data {
+                return Err(StoreError::damaged(dir, "its `conf` file is missing"));
+            }
             return Err(StoreError::Missing(dir.to_path_buf()));
         }
         Self::open(dir)
@@ -310,6 +370,21 @@ impl<K: Kv> Store<K> {
     ) -> Result<Option<P>, StoreError> {
         let k = key(PROGRESS, source.as_bytes());
         self.kv.get(&k)?.map(|v| decode(&v, &k)).transpose()
+    }
+
+    /// Checks that a source's committed progress came with the engine meta it was
+    /// committed with (one batch holds both): progress without meta means the store
+    /// lost writes, and is reported as damage to `store` (its directory or tree).
+    pub fn check_committed(&self, source: &str, store: &str) -> Result<(), StoreError> {
+        if self.has_progress(source)? && self.kv.get(META_KEY)?.is_none() {
+            return Err(StoreError::Damaged {
+                store: store.to_string(),
+                detail: format!(
+                    "it holds progress of `{source}` but not the engine state committed with it"
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Whether a source has committed progress.
@@ -436,6 +511,29 @@ mod tests {
             .unwrap();
         assert!(matches!(e, StoreError::Missing(_)), "{e}");
         assert!(e.to_string().contains("run `churnwatch replay"), "{e}");
+    }
+
+    #[test]
+    fn progress_without_the_meta_committed_with_it_is_damage() {
+        let s = MemStore::in_memory();
+        s.check_committed("replay", "mem").unwrap();
+        let mut b = Batch::new();
+        b.progress("replay", &"pos".to_string()).unwrap();
+        s.write(b).unwrap();
+        let e = s.check_committed("replay", "mem").unwrap_err();
+        assert!(matches!(e, StoreError::Damaged { .. }), "{e}");
+        commit(&s, &dirty(), Some("pos"));
+        s.check_committed("replay", "mem").unwrap();
+    }
+
+    #[test]
+    fn a_store_that_lost_its_conf_is_damaged_not_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        commit(&SledStore::open(dir.path()).unwrap(), &dirty(), None);
+        std::fs::remove_file(dir.path().join("conf")).unwrap();
+        let e = SledStore::open_existing(dir.path()).err().unwrap();
+        assert!(matches!(e, StoreError::Damaged { .. }), "{e}");
+        assert!(e.to_string().contains("replay --fresh"), "{e}");
     }
 
     fn round_trip<K: Kv>(s: Store<K>) {

@@ -20,7 +20,7 @@ use crate::core::event::{decode_json_line, InvalidEvent};
 use crate::core::policy::Policy;
 use crate::core::time::Ts;
 use crate::driver::{Driver, Origin, Outcome, Outputs as Produced};
-use crate::store::{SledKv, SledStore, StoreError};
+use crate::store::{mark, SledKv, SledStore, StoreError};
 use output::Outputs;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
@@ -134,6 +134,16 @@ pub enum ReplayError {
     /// Nothing to read.
     #[error("no input files given; pass --input FILE (JSON lines or .avro)")]
     NoInputs,
+    /// An output file is shorter than the store committed it.
+    #[error("{path} holds {len} bytes but the store committed {committed}: the file was cut or replaced after the replay wrote it, or it is not this replay's output; rebuild it with `replay --fresh`")]
+    OutputShort {
+        /// The output file.
+        path: PathBuf,
+        /// Its length now.
+        len: u64,
+        /// The length the store committed.
+        committed: u64,
+    },
 }
 
 pub(crate) fn io<'a>(
@@ -188,10 +198,14 @@ fn remove_store(dir: &Path) -> Result<(), ReplayError> {
         .filter_map(Result::ok)
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    let is_store = entries.iter().any(|n| n == "conf")
-        && entries
-            .iter()
-            .all(|n| matches!(n.as_str(), "conf" | "db" | "blobs") || n.starts_with("snap."));
+    // A damaged store may have lost `conf`; its snapshot or commit mark still tell it.
+    let is_store = entries
+        .iter()
+        .any(|n| n == "conf" || n == mark::MARK_FILE || n.starts_with("snap."))
+        && entries.iter().all(|n| {
+            matches!(n.as_str(), "conf" | "db" | "blobs" | mark::MARK_FILE)
+                || n.starts_with("snap.")
+        });
     if !entries.is_empty() && !is_store {
         return Err(ReplayError::NotAStore(dir.to_path_buf()));
     }
@@ -255,7 +269,11 @@ impl Run<'_> {
             batch.progress(SOURCE, p)?;
             Ok(())
         })?;
-        Ok(())
+        let m = mark::Mark {
+            position: p.records,
+            finished: p.finished,
+        };
+        mark::write(&self.opts.store, &m).map_err(io("cannot write", &mark::path(&self.opts.store)))
     }
 
     /// Commits when the record count reaches a commit point.
@@ -313,6 +331,17 @@ pub fn replay(
             stored: format!("{:?} as {:?}", p.inputs, p.format),
             given: format!("{names:?} as {:?}", opts.format),
         });
+    }
+    check_store(&opts.store, &store, (p.records, p.finished))?;
+    for (path, committed) in [(&opts.out, p.out_len), (&opts.dead_letter, p.dead_len)] {
+        let len = std::fs::metadata(path).map_or(0, |m| m.len());
+        if len < committed {
+            return Err(ReplayError::OutputShort {
+                path: path.clone(),
+                len,
+                committed,
+            });
+        }
     }
     if p.finished {
         let meta = store.load_meta()?.unwrap_or_default();
@@ -426,6 +455,30 @@ fn wall_clock_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// Checks a replay store for lost writes: progress without the engine state committed
+/// with it, or progress behind the commit mark (sled dropped acknowledged commits
+/// while recovering damaged files; see [`mark`]).
+fn check_store(
+    dir: &Path,
+    store: &SledStore,
+    (records, finished): (u64, bool),
+) -> Result<(), StoreError> {
+    store.check_committed(SOURCE, &dir.display().to_string())?;
+    match mark::read(dir) {
+        Some(m) if m.is_ahead_of(records, finished) => Err(StoreError::damaged(
+            dir,
+            format!(
+                "it holds the replay up to record {records}{} but had committed up to record {}{}, so it lost commits (if you restored an older copy of the store on purpose, delete {} to resume from it)",
+                if finished { " (finished)" } else { "" },
+                m.position,
+                if m.finished { " (finished)" } else { "" },
+                mark::path(dir).display()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// A customer's stored state and current status, as JSON.
 pub fn inspect(
     store_dir: &Path,
@@ -434,6 +487,9 @@ pub fn inspect(
 ) -> Result<Option<serde_json::Value>, StoreError> {
     use crate::core::engine::CustomerSource;
     let store = SledStore::open_existing(store_dir)?;
+    let p: Option<Progress> = store.load_progress(SOURCE)?;
+    let position = p.as_ref().map_or((0, false), |p| (p.records, p.finished));
+    check_store(store_dir, &store, position)?;
     let Some(state) = store.load(customer_id)? else {
         return Ok(None);
     };
