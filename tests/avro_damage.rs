@@ -40,7 +40,11 @@ fn repair_orders(dir: &Path) -> Vec<Json> {
         .filter_map(|l| serde_json::from_str::<Json>(l).ok())
         .filter(|v| v["type"] == "repair_order" && churnwatch::core::event::validate(v).is_ok())
         .collect();
-    assert!(ros.len() > 6 * PER_BLOCK, "history too small: {}", ros.len());
+    assert!(
+        ros.len() > 6 * PER_BLOCK,
+        "history too small: {}",
+        ros.len()
+    );
     ros
 }
 
@@ -225,7 +229,12 @@ fn damage_with_no_sync_marker_after_it_ends_the_file_with_a_dead_letter() {
     // Cut the file inside the last block's data: no marker follows.
     let cut = &file[..file.len() - 40];
     let (s, out) = run(dir.path(), "cut", cut, 50);
-    let (w, _) = run(dir.path(), "four", &container(records, BlockCodec::Null, Some(4)).0, 50);
+    let (w, _) = run(
+        dir.path(),
+        "four",
+        &container(records, BlockCodec::Null, Some(4)).0,
+        50,
+    );
     assert_eq!(s.events, w.events);
     assert_eq!(s.bad, w.bad + 1);
     let d: Vec<_> = out
@@ -281,15 +290,16 @@ fn a_resumed_replay_of_a_damaged_file_matches_an_uninterrupted_one() {
             }
             assert!(interruptions < 1000, "the replay never finishes");
         };
-        assert!(interruptions >= 3, "{how:?}: only {interruptions} interruptions");
+        assert!(
+            interruptions >= 3,
+            "{how:?}: only {interruptions} interruptions"
+        );
         let out = Out::read(&o);
         assert_eq!(summary.records, whole.records, "{how:?}");
         assert_eq!(summary.bad, whole.bad, "{how:?}");
         assert_eq!(summary.events, whole.events, "{how:?}");
         assert!(out.changes == whole_out.changes, "{how:?}: outputs differ");
-        let names = |b: &[u8], from: &str, to: &str| {
-            String::from_utf8_lossy(b).replace(from, to)
-        };
+        let names = |b: &[u8], from: &str, to: &str| String::from_utf8_lossy(b).replace(from, to);
         assert_eq!(
             names(&out.dead_bytes, &format!("resumed-{how:?}"), "X"),
             names(&whole_out.dead_bytes, &name, "X"),
