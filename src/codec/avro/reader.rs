@@ -468,38 +468,38 @@ impl<R: Read> BlockReader<R> {
             Framing::BadMarker { count } => {
                 let problem = "the 16 bytes after its data are not the file's sync marker";
                 // If only the marker is damaged, the next block starts right after it:
-                // look ahead for one whole block there.
+                // look ahead for a sound block there (framing, marker and records), which
+                // is then the one handed out next.
                 let next = self.src.offset;
                 let mut ahead = Vec::new();
-                match read_framing(&mut self.src, &self.marker, &mut ahead)? {
+                let found = read_framing(&mut self.src, &self.marker, &mut ahead)?;
+                let outcome = match found {
                     Framing::End => {
                         self.done = true;
-                        return Ok(Some(damaged(
-                            n,
-                            start,
-                            Some(count as i64),
-                            problem,
-                            "it is the last block of the file",
-                        )));
+                        Some("it is the last block of the file".to_string())
                     }
-                    Framing::Whole { .. } => {
-                        self.src.unread(&ahead);
-                        return Ok(Some(damaged(
-                            n,
-                            start,
-                            Some(count as i64),
-                            problem,
-                            &format!(
-                                "a whole block follows right after it, at byte {next}, and \
-                                 reading goes on there"
-                            ),
-                        )));
+                    Framing::Whole { count, data } => {
+                        self.unpack(count, &ahead[data]).ok().map(|()| {
+                            self.block_no = n + 1;
+                            format!(
+                                "a sound block follows right after it, at byte {next}, and \
+                                 reading goes on with that"
+                            )
+                        })
                     }
-                    _ => {
-                        raw.extend_from_slice(&ahead);
-                        (Some(count as i64), problem.to_string())
-                    }
+                    _ => None,
+                };
+                if let Some(outcome) = outcome {
+                    return Ok(Some(damaged(
+                        n,
+                        start,
+                        Some(count as i64),
+                        problem,
+                        &outcome,
+                    )));
                 }
+                raw.extend_from_slice(&ahead);
+                (Some(count as i64), problem.to_string())
             }
             Framing::Broken { count, problem } => (count, problem),
         };
@@ -922,6 +922,15 @@ mod tests {
         let mut f = file.clone();
         f[starts[1]] = 0x02;
         assert_eq!(codes(&f), ["ok", "damaged_block", "ok", "ok", "ok"]);
+        // A damaged marker after block 1 and damaged data in block 2: the look-ahead
+        // finds no sound block, so reading resynchronises after block 2's marker.
+        let mut f = file.clone();
+        f[starts[1] - 1] ^= 0xff;
+        f[starts[2] - 20] = 0xff;
+        assert_eq!(codes(&f), ["damaged_block", "ok", "ok", "ok"]);
+        let e = read_container(&f[..]).unwrap().next().unwrap().unwrap_err();
+        let e = e.to_string();
+        assert!(e.contains(&format!("goes on at byte {}", starts[2])), "{e}");
         // Garbage of any length between blocks 1 and 2 (crossing the search's read
         // chunks) costs block 2 unless a sync marker ends the garbage.
         for junk in [1usize, 17, 65_530, 65_541, 65_550, 140_000] {
