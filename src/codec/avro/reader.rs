@@ -380,8 +380,7 @@ impl<R: Read> BlockReader<R> {
         })?;
         let schema_text = std::str::from_utf8(&schema_text)
             .map_err(|e| AvroError::BadHeader(format!("`avro.schema` is not UTF-8 ({e})")))?;
-        let schema =
-            Schema::parse_str(schema_text).map_err(|e| AvroError::BadSchema(Box::new(e)))?;
+        let schema = parse_schema(schema_text)?;
         let codec = match codec_name {
             None => BlockCodec::Null,
             Some(name) => {
@@ -454,15 +453,21 @@ impl<R: Read> BlockReader<R> {
             Framing::Whole { count, data } => match self.unpack(count, &raw[data]) {
                 Ok(()) => return Ok(None),
                 Err(problem) => {
-                    // Its framing holds: the next block starts right after it.
-                    let next = self.src.offset;
-                    return Ok(Some(damaged(
-                        n,
-                        start,
-                        Some(count as i64),
-                        &problem,
-                        &format!("reading goes on with the next block, at byte {next}"),
-                    )));
+                    // Its framing holds unless the marker also occurs inside it (a damaged
+                    // size that happens to end at a later block's marker): then the
+                    // search below resynchronises at that first occurrence.
+                    let trailing = raw.len() - self.marker.len();
+                    if find_marker(&raw[1..], &self.marker).map(|i| i + 1) == Some(trailing) {
+                        let next = self.src.offset;
+                        return Ok(Some(damaged(
+                            n,
+                            start,
+                            Some(count as i64),
+                            &problem,
+                            &format!("reading goes on with the next block, at byte {next}"),
+                        )));
+                    }
+                    (Some(count as i64), problem)
                 }
             },
             Framing::BadMarker { count } => {
@@ -589,6 +594,94 @@ fn damaged(n: u64, start: u64, claimed: Option<i64>, problem: &str, outcome: &st
         "block {n} at byte {start} ({claims}): {problem}; its records are skipped \
          and {outcome} — {REMEDY} to recover them"
     )
+}
+
+/// Parses the header's schema text.
+///
+/// `apache_avro` 0.17 panics (instead of failing) on some invalid names — a record,
+/// alias or type name such as `Cont$act`, as one flipped byte in a header makes — so
+/// every name is checked first, and a panic that still escapes is turned into an error.
+fn parse_schema(text: &str) -> Result<Schema, AvroError> {
+    let json: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| AvroError::BadHeader(format!("`avro.schema` is not valid JSON ({e})")))?;
+    check_names(&json)?;
+    match std::panic::catch_unwind(|| Schema::parse_str(text)) {
+        Ok(parsed) => parsed.map_err(|e| AvroError::BadSchema(Box::new(e))),
+        Err(_) => Err(AvroError::BadHeader(
+            "`avro.schema` could not be parsed (the Avro library failed on it)".into(),
+        )),
+    }
+}
+
+/// Checks every name in a schema's JSON: type names (a string schema), and the
+/// `name`, `namespace` and `aliases` of named types, through `type`, `fields`, `items`
+/// and `values` (defaults and other attributes are data, not names).
+fn check_names(schema: &serde_json::Value) -> Result<(), AvroError> {
+    use serde_json::Value;
+    let bad = |what: &str, name: &str| {
+        AvroError::BadHeader(format!(
+            "`avro.schema` has the {what} `{}`, which is not a valid Avro name (letters, \
+             digits and `_`, not starting with a digit, dot-separated)",
+            name.escape_debug()
+        ))
+    };
+    match schema {
+        Value::String(name) if !full_name(name) => Err(bad("type name", name)),
+        Value::Array(branches) => branches.iter().try_for_each(check_names),
+        Value::Object(map) => {
+            if let Some(Value::String(name)) = map.get("name") {
+                if !full_name(name) {
+                    return Err(bad("name", name));
+                }
+            }
+            if let Some(Value::String(ns)) = map.get("namespace") {
+                if !(ns.is_empty() || dotted(ns)) {
+                    return Err(bad("namespace", ns));
+                }
+            }
+            if let Some(Value::Array(aliases)) = map.get("aliases") {
+                for alias in aliases {
+                    if let Value::String(a) = alias {
+                        if !full_name(a) {
+                            return Err(bad("alias", a));
+                        }
+                    }
+                }
+            }
+            for key in ["type", "items", "values"] {
+                if let Some(inner) = map.get(key) {
+                    check_names(inner)?;
+                }
+            }
+            if let Some(Value::Array(fields)) = map.get("fields") {
+                fields.iter().try_for_each(check_names)?;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// An Avro name with an optional (possibly empty) namespace: `[ns.]name`.
+fn full_name(s: &str) -> bool {
+    match s.rsplit_once('.') {
+        Some((ns, name)) => (ns.is_empty() || dotted(ns)) && identifier(name),
+        None => identifier(s),
+    }
+}
+
+/// Dot-separated identifiers.
+fn dotted(s: &str) -> bool {
+    s.split('.').all(identifier)
+}
+
+/// `[A-Za-z_][A-Za-z0-9_]*`.
+fn identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// Reads one metadata key or value of at most `max` bytes.
@@ -818,6 +911,27 @@ mod tests {
             err(&header_with("null", "{\"type\":\"nope\"}")),
             AvroError::BadSchema(_)
         ));
+        // Names apache_avro 0.17 would panic on are header errors.
+        let text = compact_json(TICK_AVSC);
+        for bad in [
+            text.replace("\"Tick\"", "\"Ti$k\""),
+            text.replace("\"type\":\"string\"", "\"type\":{\"type\":\"str ng\"}"),
+            text.replace(
+                "\"name\":\"Tick\"",
+                "\"name\":\"Tick\",\"aliases\":[\"1x\"]",
+            ),
+            text.replace(
+                "\"namespace\":\"churnwatch\"",
+                "\"namespace\":\"churn..watch\"",
+            ),
+        ] {
+            assert_ne!(bad, text);
+            let e = err(&header_with("null", &bad));
+            assert!(
+                matches!(&e, AvroError::BadHeader(m) if m.contains("not a valid Avro name")),
+                "{bad}: {e}"
+            );
+        }
         let status = StatusChangeWriter::new(Vec::new()).unwrap().into_inner();
         let e = err(&status);
         assert!(matches!(e, AvroError::NotInput(_)), "{e}");
