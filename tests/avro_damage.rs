@@ -73,8 +73,6 @@ fn varint_len(bytes: &[u8]) -> usize {
 enum Damage {
     /// The first byte of the block's data.
     DataStart,
-    /// A byte in the middle of the block's data.
-    DataMiddle,
     /// The first byte of the record count.
     Count,
     /// The first byte of the byte size.
@@ -90,7 +88,6 @@ fn damage(file: &mut [u8], start: usize, end: usize, how: Damage) {
     let data = start + count_len + size_len;
     let (at, mask) = match how {
         Damage::DataStart => (data, 0xff),
-        Damage::DataMiddle => (data + (end - 16 - data) / 2, 0xff),
         Damage::Count => (start, 0x01),
         Damage::Size => (start + count_len, 0x40),
         Damage::Marker => (end - 1, 0xff),
@@ -212,7 +209,10 @@ fn a_damaged_block_costs_only_its_own_records() {
     ] {
         check(dir.path(), &records, BlockCodec::Null, how);
     }
-    for how in [Damage::DataMiddle, Damage::Marker] {
+    // Deflate data carries no checksum: a flip in the middle of it can inflate to
+    // other, well-formed records and go unnoticed. A flip of its first byte (the
+    // deflate block header) cannot.
+    for how in [Damage::DataStart, Damage::Marker] {
         check(dir.path(), &records, BlockCodec::Deflate, how);
     }
 }

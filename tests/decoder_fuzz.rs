@@ -33,7 +33,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 /// Cases per property unless `PROPTEST_CASES` says otherwise.
-const DEFAULT_CASES: u32 = 96;
+const DEFAULT_CASES: u32 = 256;
 
 /// How long reading one (small) container may take before it counts as a hang.
 const LIMIT: Duration = Duration::from_secs(30);

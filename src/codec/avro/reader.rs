@@ -605,8 +605,8 @@ fn parse_schema(text: &str) -> Result<Schema, AvroError> {
     let json: serde_json::Value = serde_json::from_str(text)
         .map_err(|e| AvroError::BadHeader(format!("`avro.schema` is not valid JSON ({e})")))?;
     check_names(&json)?;
-    match std::panic::catch_unwind(|| Schema::parse_str(text)) {
-        Ok(parsed) => parsed.map_err(|e| AvroError::BadSchema(Box::new(e))),
+    match std::panic::catch_unwind(|| Schema::parse_str(text).map_err(Box::new)) {
+        Ok(parsed) => parsed.map_err(AvroError::BadSchema),
         Err(_) => Err(AvroError::BadHeader(
             "`avro.schema` could not be parsed (the Avro library failed on it)".into(),
         )),
