@@ -202,10 +202,10 @@ fn a_damaged_block_costs_only_its_own_records() {
     let dir = tempfile::tempdir().unwrap();
     let records = repair_orders(dir.path());
     for how in [
-        Damage::DataStart,
         Damage::Count,
         Damage::Size,
         Damage::Marker,
+        Damage::DataStart,
     ] {
         check(dir.path(), &records, BlockCodec::Null, how);
     }
