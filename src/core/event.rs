@@ -277,6 +277,11 @@ pub enum InvalidEvent {
     /// far past or pre-epoch); applying it would move stream time for everyone.
     #[error("field `event_time`: {0}")]
     ImplausibleTime(String),
+    /// A block of an Avro container file is damaged: its records cannot be read. The
+    /// message names the block, its byte offset, what was wrong and how many records it
+    /// claimed.
+    #[error("damaged Avro block: {0}")]
+    DamagedBlock(String),
 }
 
 impl InvalidEvent {
@@ -288,6 +293,7 @@ impl InvalidEvent {
             InvalidEvent::Invalid { .. } => "invalid_field",
             InvalidEvent::UnknownType(_) => "unknown_type",
             InvalidEvent::ImplausibleTime(_) => "implausible_time",
+            InvalidEvent::DamagedBlock(_) => "damaged_block",
         }
     }
 

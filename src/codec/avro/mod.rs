@@ -32,6 +32,12 @@
 //! unwrapped) and goes through [`event::validate`], the single validation path shared
 //! with JSON lines, so both wire formats obey the same rules and give the same errors.
 //!
+//! Reading a container file survives damage: a damaged header is an error, but a
+//! damaged block costs only its own records — it becomes one
+//! [`InvalidEvent::DamagedBlock`](crate::core::event::InvalidEvent::DamagedBlock) item,
+//! and reading resynchronises at the next sync marker (see [`read_container`]'s module,
+//! `reader`, for the rules).
+//!
 //! Container files written by churnwatch ([`StatusChangeWriter`], [`InputWriter`]) are
 //! deterministic: the header is built with a fixed metadata order and the sync marker is
 //! the constant [`SYNC_MARKER`], so the same records always give the same bytes, and a

@@ -20,11 +20,20 @@ pub(super) const MAX_EMPTY_ITEMS: i64 = 1 << 16;
 
 /// Decodes one datum from the front of `bytes`; returns it and the number of bytes used.
 pub(super) fn decode_value(bytes: &[u8], schema: &Schema) -> Result<(AvroValue, usize), String> {
-    let used = Scanner::new(schema, bytes).datum()?;
-    let mut datum = &bytes[..used];
-    let value = apache_avro::from_avro_datum(schema, &mut datum, None)
-        .map_err(|e| format!("Avro decoding failed: {e}"))?;
-    Ok((value, used))
+    let used = datum_len(bytes, schema)?;
+    Ok((decode_scanned(&bytes[..used], schema)?, used))
+}
+
+/// Scans one datum at the front of `bytes` without decoding it; returns the number of
+/// bytes it occupies.
+pub(super) fn datum_len(bytes: &[u8], schema: &Schema) -> Result<usize, String> {
+    Scanner::new(schema, bytes).datum()
+}
+
+/// Decodes `datum`, exactly the bytes [`datum_len`] accepted, with `apache_avro`.
+pub(super) fn decode_scanned(mut datum: &[u8], schema: &Schema) -> Result<AvroValue, String> {
+    apache_avro::from_avro_datum(schema, &mut datum, None)
+        .map_err(|e| format!("Avro decoding failed: {e}"))
 }
 
 /// Walks a datum against its schema without building it, checking every length, count

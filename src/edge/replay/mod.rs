@@ -377,18 +377,27 @@ pub fn replay(
             .is_some_and(|e| e.eq_ignore_ascii_case("avro"));
         let file = File::open(path).map_err(io("cannot open input", path))?;
         if is_avro {
-            let records =
-                avro::read_container(BufReader::new(file)).map_err(|source| ReplayError::Avro {
-                    path: path.clone(),
-                    source,
-                })?;
-            for (i, r) in records.enumerate() {
+            let avro_err = |source| ReplayError::Avro {
+                path: path.clone(),
+                source,
+            };
+            let mut records = avro::read_container(BufReader::new(file)).map_err(avro_err)?;
+            // A damaged block is one item (one dead letter), so positions stay exact.
+            for (i, r) in records.by_ref().enumerate() {
                 if (i as u64) < run.p.position {
                     continue;
                 }
                 run.p.position = i as u64 + 1;
-                run.handle(source, r, b"<avro record>")?;
+                let raw: &[u8] = match r {
+                    Err(InvalidEvent::DamagedBlock(_)) => b"<damaged avro block>",
+                    _ => b"<avro record>",
+                };
+                run.handle(source, r, raw)?;
                 run.maybe_commit(progress, done_before, bytes_total)?;
+            }
+            // An I/O error ends the records early; it must not pass for the end.
+            if let Some(e) = records.take_error() {
+                return Err(avro_err(e));
             }
         } else {
             let mut reader = BufReader::with_capacity(1 << 20, file);
