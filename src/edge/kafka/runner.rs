@@ -146,6 +146,13 @@ impl Shared {
         }
     }
 
+    /// How long the processing loop has not reported (it reports at least every
+    /// 50 ms while it runs; a restore or a delivery may keep it away longer).
+    pub fn silent_for(&self) -> Duration {
+        let last = Duration::from_millis(self.heartbeat_ms.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last)
+    }
+
     fn beat(&self) {
         self.heartbeat_ms
             .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
