@@ -301,7 +301,10 @@ fn members_joining_and_leaving_during_a_burst_lose_and_block_nothing() {
     }
     let incarnations: u32 = m.iter().map(|x| x.started).sum();
     let owned: u32 = m.iter().map(|x| x.owned).sum();
-    eprintln!("[{:?}] {owned} of {incarnations} incarnations owned partitions", now());
+    eprintln!(
+        "[{:?}] {owned} of {incarnations} incarnations owned partitions",
+        now()
+    );
     assert!(
         owned >= 5,
         "the membership changes led to assignments: {owned} of {incarnations}"
@@ -321,7 +324,10 @@ fn members_joining_and_leaving_during_a_burst_lose_and_block_nothing() {
         r.len() as u64 >= end
     })
     .unwrap();
-    eprintln!("[{:?}] {published} changes acknowledged, {end} on the topic", now());
+    eprintln!(
+        "[{:?}] {published} changes acknowledged, {end} on the topic",
+        now()
+    );
     let mut got: BTreeMap<String, serde_json::Value> = BTreeMap::new();
     for r in &msgs {
         let v: serde_json::Value = serde_json::from_slice(r.payload().unwrap()).unwrap();
