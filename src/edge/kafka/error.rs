@@ -21,8 +21,10 @@ pub enum ServiceError {
         /// The cause.
         source: KafkaError,
     },
-    /// The state store failed.
-    #[error(transparent)]
+    /// The state store failed. (Unreadable local state is not fixed with `--fresh`
+    /// here, as the file pipeline's message says: the service rebuilds it from the
+    /// changelog, so the message says so.)
+    #[error("{}", store_message(.0))]
     Store(#[from] StoreError),
     /// The state directory could not be created.
     #[error("cannot create the state directory {}: {source}; check state.dir (--state-dir) names a path this user may create and write", path.display())]
@@ -97,6 +99,23 @@ pub enum ServiceError {
     DrainTimeout(Duration),
 }
 
+/// A store error as the service tells it: the local state is a cache of the changelog.
+fn store_message(e: &StoreError) -> String {
+    const REBUILD: &str = "stop the service and remove state.dir (or restore a backup): \
+        the partitions are rebuilt from the changelog, or re-read from the input topics, \
+        on the next start";
+    match e {
+        StoreError::Corrupt { key, reason } => {
+            format!("the local state value under key `{key}` is corrupt ({reason}); {REBUILD}")
+        }
+        StoreError::Version { found } => format!(
+            "the local state is in format {found} but this build reads {}; {REBUILD}",
+            crate::store::FORMAT_VERSION
+        ),
+        other => other.to_string(),
+    }
+}
+
 /// Wraps a Kafka client error as [`ServiceError::Kafka`] saying what was attempted.
 pub(crate) fn kafka(what: impl Into<String>) -> impl FnOnce(KafkaError) -> ServiceError {
     let what = what.into();
@@ -135,6 +154,16 @@ mod tests {
         }
         .to_string();
         assert!(e.contains("admin.port_file /run/cw.addr"), "{e}");
+        let e = ServiceError::from(StoreError::Corrupt {
+            key: "p/kafka".into(),
+            reason: "bad".into(),
+        })
+        .to_string();
+        assert!(
+            e.contains("`p/kafka` is corrupt (bad)") && e.contains("remove state.dir"),
+            "{e}"
+        );
+        assert!(!e.contains("--fresh"), "`run` has no --fresh: {e}");
         let e = ServiceError::Panicked.to_string();
         assert!(e.contains("panicked") && e.contains("restart"), "{e}");
         let e = ServiceError::ChangelogStalled {
