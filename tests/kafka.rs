@@ -390,6 +390,23 @@ fn missing_output_topics_and_uneven_inputs_are_refused_with_a_clear_message() {
     assert!(e.contains("`no-such-topic` does not exist"), "{e}");
 }
 
+#[test]
+fn a_state_directory_that_cannot_be_created_is_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = mock_cluster(&config("", dir.path()), 2).unwrap();
+    // A regular file where the state directory's parent should be.
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, "").unwrap();
+    let e = refusal(config(&cluster.bootstrap_servers(), &file.join("state")));
+    assert!(
+        e.contains("cannot create the state directory")
+            && e.contains("not-a-dir/state")
+            && e.contains("state.dir"),
+        "{e}"
+    );
+    assert!(!e.contains("--fresh"), "{e}");
+}
+
 /// Produces `h`'s history with each input topic in its own encoding: repair orders as
 /// plain Avro datums, visits in the Confluent wire format (schema id 7 = visit, 9 =
 /// tick), contracts as JSON. Lines that do not encode are sent as they are (they

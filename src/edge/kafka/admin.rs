@@ -9,7 +9,8 @@
 //! | `GET /customers/{id}` | 200, the customer's JSON | 404 / 500, `{"error": ...}` |
 //!
 //! Any other path answers 404. What the answers mean comes from an [`AdminState`]
-//! implemented by the service.
+//! implemented by the service; the server reads it and the metrics, and touches
+//! nothing else.
 
 use super::metrics::Metrics;
 use axum::extract::{Path, State};

@@ -1,5 +1,8 @@
 //! Moving recorded history into Kafka and reading topics back: what `demo --kafka`,
 //! the backfill of a history file and the integration tests use around the service.
+//!
+//! Owns nothing of a running service: each call makes its own short-lived client
+//! (a producer to the input topics, a group-less reader, or the mock cluster).
 
 use crate::codec::record::RECORD_TYPE_HEADER;
 use crate::edge::kafka::config::Config;

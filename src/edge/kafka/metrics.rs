@@ -5,6 +5,9 @@
 //! Label values are bounded: topics, partitions, outcomes, short error codes, levels,
 //! lifecycles, tiers, and at most `max_dealers` dealers (plus [`OTHER_DEALER`]). No
 //! label ever carries a customer id.
+//!
+//! Written by the processing loop and the KPI task, read by `/metrics`; it touches
+//! nothing else.
 
 use crate::core::kpi::DealerKpi;
 use crate::core::status::{Level, Lifecycle, Tier};

@@ -1,17 +1,39 @@
 //! The Kafka service (`churnwatch run`): configuration, record codecs, per-partition
 //! processing with a sled outbox, the consumer-group loop, metrics and the admin HTTP
 //! server. [`start`] wires them together; the binary adds signal handling.
+//!
+//! The service's modules, from the outside in:
+//! - `service`: the processing loop, its drain and the clients' close;
+//! - `rebalance`: the rebalance callback (it only records) and the loop's handling of
+//!   what it recorded (take over / give up, assign / unassign);
+//! - `worker`: the owned partitions between polls (decode, release, flow control,
+//!   commits, gauges);
+//! - `restore`: a partition's state from local sled or the changelog;
+//! - `delivery`: the outbox through the idempotent producer;
+//! - `topics`: topic checks and client configurations; `ticks`: timed chores;
+//! - [`shared`]: what the admin endpoints see; [`error`]: what can go wrong.
 
 pub mod admin;
 pub mod changelog;
 pub mod config;
+mod delivery;
+pub mod error;
 pub mod io;
 pub mod metrics;
 pub mod partition;
-pub mod runner;
+mod rebalance;
+mod restore;
+mod service;
+pub mod shared;
+mod ticks;
+mod topics;
+mod worker;
+
+pub use error::ServiceError;
+pub use service::RunSummary;
+pub use shared::{Published, Shared, HEARTBEAT_LIMIT};
 
 use crate::core::policy::Policy;
-use runner::{RunSummary, ServiceError, Shared};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -43,10 +65,14 @@ impl Running {
     /// Waits for the processing loop to end (after the token is cancelled, or on a
     /// fatal error), then stops the admin server.
     pub fn wait(self) -> Result<RunSummary, ServiceError> {
-        let result = self.processing.join().unwrap_or_else(|_| {
-            Err(ServiceError::Topics(
-                "the processing thread panicked".into(),
-            ))
+        let result = self.processing.join().unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(panic = %what, "the processing thread panicked");
+            Err(ServiceError::Panicked)
         });
         self.shutdown.cancel();
         self.tracker.close();
@@ -79,10 +105,7 @@ pub fn start(cfg: config::Config, policy: Policy) -> Result<Running, ServiceErro
         .thread_name("churnwatch-rt")
         .enable_all()
         .build()
-        .map_err(|source| ServiceError::Admin {
-            addr: "runtime".into(),
-            source,
-        })?;
+        .map_err(ServiceError::Runtime)?;
     let metrics = Arc::new(metrics::Metrics::new(cfg.metrics.max_dealers));
     let shared = Arc::new(Shared::new(metrics.clone(), policy.clone()));
     let listener = rt
@@ -98,8 +121,8 @@ pub fn start(cfg: config::Config, policy: Policy) -> Result<Running, ServiceErro
             source,
         })?;
     if let Some(f) = &cfg.admin.port_file {
-        std::fs::write(f, format!("{admin_addr}\n")).map_err(|source| ServiceError::Admin {
-            addr: format!("admin.port_file {}", f.display()),
+        std::fs::write(f, format!("{admin_addr}\n")).map_err(|source| ServiceError::PortFile {
+            path: f.clone(),
             source,
         })?;
     }
@@ -136,11 +159,8 @@ pub fn start(cfg: config::Config, policy: Policy) -> Result<Running, ServiceErro
     let (s, t, h) = (shared.clone(), shutdown.clone(), rt.handle().clone());
     let processing = std::thread::Builder::new()
         .name("churnwatch-processing".into())
-        .spawn(move || runner::run(cfg, policy, s, t, h))
-        .map_err(|source| ServiceError::Admin {
-            addr: "processing thread".into(),
-            source,
-        })?;
+        .spawn(move || service::run(cfg, policy, s, t, h))
+        .map_err(ServiceError::Thread)?;
     Ok(Running {
         shared,
         admin_addr,
