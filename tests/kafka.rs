@@ -11,7 +11,7 @@ use churnwatch::core::time::Ts;
 use churnwatch::edge::kafka::config::Config;
 use churnwatch::edge::kafka::io::{backfill_jsonl, mock_cluster, read_topic, Backfill};
 use churnwatch::edge::kafka::{start, Running};
-use common::{assert_same, history, History};
+use common::{assert_same, history, topic_end, History};
 use rdkafka::Message;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -62,6 +62,9 @@ fn wait_caught_up(instances: &[&Running], timeout: Duration) {
 /// Status changes read from the topic: every duplicate must be byte-identical to the
 /// first copy (an identical re-delivery); returns them by event id.
 fn changes_by_id(bootstrap: &str, min: usize) -> BTreeMap<String, serde_json::Value> {
+    // Everything on the topic: acks that came after a delivery wait gave up are on it
+    // but were never counted.
+    let min = min.max(topic_end(&client(bootstrap), "customer-status") as usize);
     let msgs = read_topic(
         &client(bootstrap),
         "customer-status",
@@ -645,4 +648,159 @@ fn with_the_broker_gone_one_signal_drains_within_its_bound_and_exits_1() {
         "{status:?} after {:?}",
         sent.elapsed()
     );
+}
+
+/// The value of the sample `series` (a name with its labels, as rendered) at `addr`.
+fn series(addr: &str, series: &str) -> Option<f64> {
+    let body = ureq::get(&format!("http://{addr}/metrics"))
+        .call()
+        .ok()?
+        .into_string()
+        .ok()?;
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+}
+
+/// `/healthz` at `addr`: the status and the body.
+fn healthz(addr: &str) -> (u16, String) {
+    match ureq::get(&format!("http://{addr}/healthz")).call() {
+        Ok(r) => (r.status(), r.into_string().unwrap()),
+        Err(ureq::Error::Status(s, r)) => (s, r.into_string().unwrap()),
+        Err(e) => panic!("/healthz: {e}"),
+    }
+}
+
+/// `h`'s events with one more line: a visit whose customer id is 3,000 bytes long, so
+/// its dead letter quotes 3,000 bytes back.
+fn with_hostile_line(h: &History) -> PathBuf {
+    let text = std::fs::read_to_string(&h.events).unwrap();
+    let visit = text
+        .lines()
+        .find(|l| l.contains("\"type\":\"visit\""))
+        .unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(visit).unwrap();
+    v["event_id"] = "hostile-1".into();
+    v["customer_id"] = "C".repeat(3000).into();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    lines.insert(20, v.to_string());
+    let path = h.dir.join("with-hostile.jsonl");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    path
+}
+
+#[test]
+fn an_output_record_refused_for_good_is_replaced_and_blocks_nothing() {
+    let h = history(150, 17);
+    let events = with_hostile_line(&h);
+    let probe = config("", &h.dir.join("s"));
+    let cluster = mock_cluster(&probe, PARTITIONS).unwrap();
+    let bs = cluster.bootstrap_servers();
+    let mut cfg = config(&bs, &h.dir.join("state"));
+    backfill_jsonl(&cfg, &events, PARTITIONS).unwrap();
+    // The producer refuses any record over 2,000 bytes, as a broker refuses one over
+    // its max.message.bytes: the hostile line's dead letter is one.
+    cfg.kafka
+        .producer
+        .insert("message.max.bytes".into(), "2000".into());
+    let running = start(cfg, Policy::default()).unwrap();
+    let addr = running.admin_addr.to_string();
+    wait_caught_up(&[&running], Duration::from_secs(120));
+    assert_eq!(
+        series(
+            &addr,
+            "churnwatch_undeliverable_total{kind=\"dead_letter\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        series(
+            &addr,
+            "churnwatch_undeliverable_total{kind=\"status_change\"}"
+        ),
+        None,
+        "no status change is that large"
+    );
+    assert_eq!(healthz(&addr).0, 200);
+    let published = running.shared.published();
+    running.stop().unwrap();
+    // Every status change went out, as replay has them.
+    let got = changes_by_id(&bs, published.changes as usize);
+    assert_same(&h, &got);
+    // In the dead letter's place: a stand-in without the payload, saying why.
+    use rdkafka::message::Headers;
+    let dead = read_topic(
+        &client(&bs),
+        "churnwatch-dead-letters",
+        Duration::from_secs(30),
+        |m| m.len() as u64 >= published.dead_letters,
+    )
+    .unwrap();
+    let header = |m: &rdkafka::message::OwnedMessage, k: &str| -> Option<String> {
+        m.headers()?
+            .iter()
+            .find(|h| h.key == k)
+            .map(|h| String::from_utf8_lossy(h.value.unwrap()).into_owned())
+    };
+    let stand_in: Vec<_> = dead
+        .iter()
+        .filter(|m| header(m, "churnwatch-error-code").as_deref() == Some("undeliverable"))
+        .collect();
+    assert_eq!(stand_in.len(), 1, "one stand-in");
+    let m = stand_in[0];
+    assert!(m.payload().unwrap_or_default().is_empty());
+    assert_eq!(
+        header(m, "churnwatch-undeliverable-kind").as_deref(),
+        Some("dead_letter")
+    );
+    assert_eq!(
+        header(m, "churnwatch-original-error-code").as_deref(),
+        Some("invalid_field")
+    );
+    let why = header(m, "churnwatch-error").unwrap();
+    assert!(why.contains("refused for good"), "{why}");
+}
+
+#[test]
+fn a_stuck_outbox_shows_on_healthz_and_in_a_metric_until_it_moves_again() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let h = history(100, 19);
+    let probe = config("", &h.dir.join("s"));
+    let cluster = mock_cluster(&probe, PARTITIONS).unwrap();
+    let bs = cluster.bootstrap_servers();
+    let mut cfg = config(&bs, &h.dir.join("state"));
+    cfg.output.stuck_after_ms = 1_000;
+    backfill(&cfg, &h);
+    // From now on the broker answers every produce request with an error that passes
+    // (not enough replicas): librdkafka retries, the outbox waits.
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 100_000],
+    );
+    let running = start(cfg, Policy::default()).unwrap();
+    let addr = running.admin_addr.to_string();
+    let started = Instant::now();
+    let body = loop {
+        let (status, body) = healthz(&addr);
+        if status == 503 {
+            break body;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "/healthz never reported the stuck outbox"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(body.contains("outbox is stuck"), "{body}");
+    let waited = series(&addr, "churnwatch_outbox_oldest_seconds").unwrap();
+    assert!(waited >= 1.0, "{waited}");
+    assert!(series(&addr, "churnwatch_outbox_pending").unwrap() > 0.0);
+    // The broker recovers: the outbox drains, health returns, the gauge goes to 0.
+    cluster.clear_request_errors(RDKafkaApiKey::Produce);
+    wait_caught_up(&[&running], Duration::from_secs(120));
+    assert_eq!(healthz(&addr), (200, "ok".to_string()));
+    assert_eq!(series(&addr, "churnwatch_outbox_oldest_seconds"), Some(0.0));
+    let published = running.shared.published();
+    running.stop().unwrap();
+    assert_same(&h, &changes_by_id(&bs, published.changes as usize));
 }

@@ -15,7 +15,7 @@ use churnwatch::core::policy::Policy;
 use churnwatch::edge::kafka::config::Config;
 use churnwatch::edge::kafka::io::{backfill_jsonl, mock_cluster, read_topic};
 use churnwatch::edge::kafka::{start, Running};
-use common::{assert_same, history};
+use common::{assert_same, history, topic_end};
 use rdkafka::Message;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -209,27 +209,6 @@ fn wait_caught_up(members: &mut [Member], timeout: Duration) {
             stable = 0;
         }
     }
-}
-
-/// The number of records in `topic` (the sum of its partitions' end offsets; nothing
-/// is ever deleted from the mock cluster's topics at this size).
-fn topic_end(client: &rdkafka::ClientConfig, topic: &str) -> u64 {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let c: BaseConsumer = client.create().unwrap();
-    let md = c
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap();
-    md.topics()[0]
-        .partitions()
-        .iter()
-        .map(|p| {
-            let (lo, hi) = c
-                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
-                .unwrap();
-            assert_eq!(lo, 0, "nothing deleted");
-            hi as u64
-        })
-        .sum()
 }
 
 /// Splits the history into `CHUNKS` files of consecutive lines.

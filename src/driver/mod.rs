@@ -224,7 +224,7 @@ impl TimeBounds {
 }
 
 /// Cuts a text to at most `max` bytes at a character boundary, marking the cut.
-fn bounded(mut s: String, max: usize) -> String {
+pub fn bounded(mut s: String, max: usize) -> String {
     if s.len() > max {
         let mut end = max.saturating_sub(3);
         while !s.is_char_boundary(end) {

@@ -119,3 +119,24 @@ pub fn assert_same(h: &History, got: &BTreeMap<String, Value>) {
         assert_eq!(&got[id], want, "change {id}: live path vs replay");
     }
 }
+
+/// The number of records in `topic` (the sum of its partitions' end offsets; nothing
+/// is ever deleted from the mock cluster's topics at this size).
+pub fn topic_end(client: &rdkafka::ClientConfig, topic: &str) -> u64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = client.create().unwrap();
+    let md = c
+        .fetch_metadata(Some(topic), std::time::Duration::from_secs(10))
+        .unwrap();
+    md.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| {
+            let (lo, hi) = c
+                .fetch_watermarks(topic, p.id(), std::time::Duration::from_secs(10))
+                .unwrap();
+            assert_eq!(lo, 0, "nothing deleted");
+            hi as u64
+        })
+        .sum()
+}

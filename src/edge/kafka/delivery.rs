@@ -3,6 +3,14 @@
 //! then — once those are acknowledged — the commit's changelog meta record), waits for
 //! the acks within a deadline, and clears the delivered entries from sled.
 //!
+//! A record the producer or broker refuses for good (too large, invalid) must not
+//! block everything behind it: a status change or dead letter is replaced by a small
+//! `undeliverable` dead letter (no payload; the original's key, identifying headers,
+//! size and the refusal), a changelog record is skipped; both are counted in
+//! `churnwatch_undeliverable_total{kind}` and logged. Transient errors are retried from
+//! the outbox; how long its oldest commit has waited is reported to [`Shared`] (the
+//! `churnwatch_outbox_oldest_seconds` gauge and `/healthz`).
+//!
 //! Owns the producer (the tick producer borrows it) and the count of entries still
 //! pending per partition. Reads the partitions' outboxes and marks entries delivered
 //! (through [`Partition::outbox`] and [`Partition::delivered`]); touches no consumer.
@@ -35,6 +43,101 @@ pub(crate) struct Delivery {
     shared: Arc<Shared>,
     /// Outbox entries not yet acknowledged, per partition.
     pending: BTreeMap<i32, usize>,
+    /// Per partition with a non-empty outbox: its oldest commit and since when that
+    /// commit has been the oldest (the partition's outbox last made progress).
+    heads: BTreeMap<i32, (u64, Instant)>,
+}
+
+/// What became of one record sent.
+#[derive(Debug, Clone, PartialEq)]
+enum Sent {
+    /// Acknowledged at this offset.
+    Acked(i64),
+    /// Refused for good, for this reason: sending it again would fail the same way.
+    Refused(String),
+}
+
+/// The header values the `undeliverable` stand-in copies from the refused record.
+const KEPT_HEADERS: [&str; 5] = [
+    "churnwatch-event-id",
+    "churnwatch-source-topic",
+    "churnwatch-source-partition",
+    "churnwatch-source-offset",
+    "churnwatch-field",
+];
+
+/// The error code of the stand-in for a record refused for good.
+pub const UNDELIVERABLE: &str = "undeliverable";
+
+/// Whether a produce error refuses the record for good: it is too large for the
+/// producer's `message.max.bytes` or the topic's `max.message.bytes`, or invalid.
+fn refused_for_good(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::MessageBatchTooLarge
+                | RDKafkaErrorCode::InvalidRecord
+        )
+    )
+}
+
+/// The `kind` label of an output record.
+fn kind_label(kind: OutKind) -> &'static str {
+    match kind {
+        OutKind::Change => "status_change",
+        OutKind::DeadLetter => "dead_letter",
+        OutKind::ChangelogCustomer | OutKind::ChangelogMeta => "changelog",
+    }
+}
+
+/// The dead letter that stands in for `o`, refused for good by `topic` for `reason`:
+/// no payload, `o`'s key and identifying headers, its size and the refusal.
+fn undeliverable(o: &Outgoing, topic: &str, reason: &str) -> Outgoing {
+    let size = o.key.len()
+        + o.value.len()
+        + o.headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>();
+    let why = crate::driver::bounded(
+        format!(
+            "the {} for topic {topic} ({size} bytes) was refused for good: {reason}",
+            kind_label(o.kind).replace('_', " ")
+        ),
+        crate::driver::MAX_REASON,
+    );
+    let mut headers = vec![
+        ("churnwatch-error-code".to_string(), UNDELIVERABLE.into()),
+        ("churnwatch-error".into(), why.into_bytes()),
+        ("churnwatch-outcome".into(), UNDELIVERABLE.into()),
+        ("churnwatch-event-kept".into(), b"true".to_vec()),
+        (
+            "churnwatch-undeliverable-kind".into(),
+            kind_label(o.kind).into(),
+        ),
+        ("churnwatch-undeliverable-topic".into(), topic.into()),
+        (
+            "churnwatch-undeliverable-bytes".into(),
+            size.to_string().into_bytes(),
+        ),
+    ];
+    for (k, v) in &o.headers {
+        if k == "churnwatch-error-code" {
+            headers.push(("churnwatch-original-error-code".into(), v.clone()));
+        } else if KEPT_HEADERS.contains(&k.as_str()) {
+            headers.push((k.clone(), v.clone()));
+        }
+    }
+    Outgoing {
+        kind: OutKind::DeadLetter,
+        partition: None,
+        key: o.key.clone(),
+        value: Vec::new(),
+        headers,
+        source_ts_ms: None,
+    }
 }
 
 impl Delivery {
@@ -57,6 +160,7 @@ impl Delivery {
             changelog_topic: cfg.output.changelog_topic.clone(),
             shared,
             pending: BTreeMap::new(),
+            heads: BTreeMap::new(),
         }
     }
 
@@ -73,6 +177,29 @@ impl Delivery {
     /// Forgets a partition given up.
     pub(crate) fn forget(&mut self, p: i32) {
         self.pending.remove(&p);
+        self.heads.remove(&p);
+        self.report_oldest();
+    }
+
+    /// Tells [`Shared`] since when the oldest undelivered outbox commit has waited.
+    fn report_oldest(&self) {
+        self.shared
+            .set_outbox_oldest(self.heads.values().map(|(_, t)| *t).min());
+    }
+
+    /// Notes partition `p`'s oldest outbox commit (None: its outbox is empty).
+    fn note_head(&mut self, p: i32, head: Option<u64>) {
+        match head {
+            None => {
+                self.heads.remove(&p);
+            }
+            Some(seq) => match self.heads.get(&p) {
+                Some((s, _)) if *s == seq => {}
+                _ => {
+                    self.heads.insert(p, (seq, Instant::now()));
+                }
+            },
+        }
     }
 
     /// Whether no outbox entry is known to be pending.
@@ -99,6 +226,7 @@ impl Delivery {
         let done = self.rounds(parts, ids, deadline);
         let pending: usize = self.pending.values().sum();
         self.shared.metrics.outbox_pending.set(pending as i64);
+        self.report_oldest();
         done
     }
 
@@ -111,6 +239,7 @@ impl Delivery {
             match part.outbox() {
                 Ok(b) => {
                     self.pending.insert(p, b.iter().map(|(_, e)| e.len()).sum());
+                    self.note_head(p, b.first().map(|(seq, _)| *seq));
                     queues.push((p, b.into()));
                 }
                 Err(e) => {
@@ -132,10 +261,12 @@ impl Delivery {
                 .flat_map(|(_, (_, e))| e.iter().map(|(_, o)| o))
                 .filter(|o| o.kind != OutKind::ChangelogMeta)
                 .collect();
-            if self.send_all(rest.iter().copied(), deadline).is_none() {
+            let Some(sent) = self.send_all(rest.iter().copied(), deadline) else {
+                return false;
+            };
+            if !self.replace_refused(&rest, sent, deadline) {
                 return false;
             }
-            self.count_published(&rest);
             // Only now that every other record of these commits is acknowledged do
             // their changelog meta records go out (one per commit).
             let metas: Vec<&Outgoing> = round
@@ -153,9 +284,28 @@ impl Delivery {
                 );
                 return false;
             }
-            let Some(offsets) = self.send_all(metas.into_iter(), deadline) else {
+            let Some(sent) = self.send_all(metas.into_iter(), deadline) else {
                 return false;
             };
+            let mut offsets = Vec::with_capacity(sent.len());
+            for s in sent {
+                match s {
+                    Sent::Acked(off) => offsets.push(off),
+                    Sent::Refused(reason) => {
+                        self.shared
+                            .metrics
+                            .undeliverable
+                            .with_label_values(&["changelog"])
+                            .inc();
+                        error!(
+                            %reason,
+                            "a changelog meta record was refused for good; the outbox waits \
+                             (check the changelog topic's max.message.bytes)"
+                        );
+                        return false;
+                    }
+                }
+            }
             for ((p, (_, entries)), off) in round.iter().zip(offsets) {
                 let keys = entries.iter().map(|(k, _)| *k).collect();
                 if let Err(e) = parts[p].delivered(keys, off + 1) {
@@ -166,7 +316,71 @@ impl Delivery {
                     *n = n.saturating_sub(entries.len());
                 }
             }
+            for (p, q) in &queues {
+                let head = q.front().map(|(seq, _)| *seq);
+                self.note_head(*p, head);
+            }
         }
+        true
+    }
+
+    /// Counts what `sent` says of `records`, and stands in for the records refused for
+    /// good: an `undeliverable` dead letter for a status change or dead letter (sent
+    /// now), nothing for a changelog customer (its next change re-sends it). Returns
+    /// false when the stand-ins could not be delivered before `deadline`.
+    fn replace_refused(&self, records: &[&Outgoing], sent: Vec<Sent>, deadline: Instant) -> bool {
+        let mut acked = Vec::with_capacity(records.len());
+        let mut stand_ins = Vec::new();
+        for (o, s) in records.iter().zip(sent) {
+            let Sent::Refused(reason) = s else {
+                acked.push(*o);
+                continue;
+            };
+            let kind = kind_label(o.kind);
+            self.shared
+                .metrics
+                .undeliverable
+                .with_label_values(&[kind])
+                .inc();
+            let topic = self.out_topic(o.kind);
+            match o.kind {
+                OutKind::Change | OutKind::DeadLetter => {
+                    error!(
+                        kind, topic, %reason,
+                        "an output record was refused for good; an `undeliverable` dead letter \
+                         stands in for it"
+                    );
+                    stand_ins.push(undeliverable(o, topic, &reason));
+                }
+                OutKind::ChangelogCustomer | OutKind::ChangelogMeta => {
+                    error!(
+                        topic, %reason,
+                        "a customer's changelog record was refused for good and is skipped: a \
+                         restore from the changelog resumes this customer from its previous \
+                         record (check the changelog topic's max.message.bytes)"
+                    );
+                }
+            }
+        }
+        self.count_published(&acked);
+        if stand_ins.is_empty() {
+            return true;
+        }
+        let Some(sent) = self.send_all(stand_ins.iter(), deadline) else {
+            return false;
+        };
+        let mut delivered = Vec::with_capacity(stand_ins.len());
+        for (o, s) in stand_ins.iter().zip(sent) {
+            match s {
+                Sent::Acked(_) => delivered.push(o),
+                Sent::Refused(reason) => error!(
+                    %reason,
+                    "even the `undeliverable` dead letter was refused; it is dropped \
+                     (check the dead-letter topic)"
+                ),
+            }
+        }
+        self.count_published(&delivered);
         true
     }
 
@@ -201,14 +415,17 @@ impl Delivery {
         }
     }
 
-    /// Sends records and waits for every ack; returns their offsets, or None when one
-    /// failed or the deadline passed.
+    /// Sends records and waits for every ack; returns what became of each, in order,
+    /// or None when one failed for a reason that may pass (retried from the outbox),
+    /// or the deadline passed.
     fn send_all<'a>(
         &self,
         records: impl Iterator<Item = &'a Outgoing>,
         deadline: Instant,
-    ) -> Option<Vec<i64>> {
+    ) -> Option<Vec<Sent>> {
         let mut futures = Vec::new();
+        // Per record: the index of its delivery future, or why it was refused at once.
+        let mut slots: Vec<Result<usize, String>> = Vec::new();
         for o in records {
             let topic = self.out_topic(o.kind);
             let mut headers = OwnedHeaders::new();
@@ -228,6 +445,7 @@ impl Delivery {
             loop {
                 match self.producer.send_result(rec) {
                     Ok(f) => {
+                        slots.push(Ok(futures.len()));
                         futures.push(f);
                         break;
                     }
@@ -237,6 +455,11 @@ impl Delivery {
                         }
                         self.producer.poll(Duration::from_millis(10));
                         rec = r;
+                    }
+                    Err((e, _)) if refused_for_good(&e) => {
+                        self.shared.metrics.produce_errors.inc();
+                        slots.push(Err(e.to_string()));
+                        break;
                     }
                     Err((e, _)) => {
                         warn!(error = %e, topic, "cannot enqueue an output record");
@@ -261,10 +484,14 @@ impl Delivery {
             warn!("deliveries not acknowledged before the deadline (or shutdown began)");
             return None;
         };
-        let mut offsets = Vec::with_capacity(results.len());
+        let mut acked = Vec::with_capacity(results.len());
         for r in results {
             match r {
-                Ok(Ok(d)) => offsets.push(d.offset),
+                Ok(Ok(d)) => acked.push(Sent::Acked(d.offset)),
+                Ok(Err((e, _))) if refused_for_good(&e) => {
+                    self.shared.metrics.produce_errors.inc();
+                    acked.push(Sent::Refused(e.to_string()));
+                }
                 Ok(Err((e, _))) => {
                     warn!(error = %e, "delivery failed; retried from the outbox");
                     self.shared.metrics.produce_errors.inc();
@@ -276,6 +503,111 @@ impl Delivery {
                 }
             }
         }
-        Some(offsets)
+        Some(
+            slots
+                .into_iter()
+                .map(|s| match s {
+                    Ok(i) => acked[i].clone(),
+                    Err(reason) => Sent::Refused(reason),
+                })
+                .collect(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header<'a>(o: &'a Outgoing, k: &str) -> Option<&'a str> {
+        o.headers
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| std::str::from_utf8(v).unwrap())
+    }
+
+    #[test]
+    fn only_size_and_validity_errors_refuse_for_good() {
+        let code = |c| KafkaError::MessageProduction(c);
+        assert!(refused_for_good(&code(
+            RDKafkaErrorCode::MessageSizeTooLarge
+        )));
+        assert!(refused_for_good(&code(RDKafkaErrorCode::InvalidRecord)));
+        assert!(refused_for_good(&KafkaError::MessageProduction(
+            RDKafkaErrorCode::MessageBatchTooLarge
+        )));
+        // Errors that pass are retried from the outbox.
+        assert!(!refused_for_good(&code(RDKafkaErrorCode::QueueFull)));
+        assert!(!refused_for_good(&code(RDKafkaErrorCode::MessageTimedOut)));
+        assert!(!refused_for_good(&code(
+            RDKafkaErrorCode::NotEnoughReplicas
+        )));
+    }
+
+    #[test]
+    fn the_stand_in_is_small_and_says_what_it_replaces() {
+        let dead = Outgoing {
+            kind: OutKind::DeadLetter,
+            partition: None,
+            key: b"customer-events/3/17".to_vec(),
+            value: vec![b'x'; 4096],
+            headers: vec![
+                ("churnwatch-error-code".into(), b"too_long".to_vec()),
+                ("churnwatch-error".into(), vec![b'r'; 1024]),
+                (
+                    "churnwatch-source-topic".into(),
+                    b"customer-events".to_vec(),
+                ),
+                ("churnwatch-source-partition".into(), b"3".to_vec()),
+                ("churnwatch-source-offset".into(), b"17".to_vec()),
+            ],
+            source_ts_ms: Some(5),
+        };
+        let s = undeliverable(
+            &dead,
+            "churnwatch-dead-letters",
+            &"Broker: too large".repeat(200),
+        );
+        assert_eq!(s.kind, OutKind::DeadLetter);
+        assert!(s.value.is_empty());
+        assert_eq!(s.key, dead.key);
+        assert_eq!(header(&s, "churnwatch-error-code"), Some(UNDELIVERABLE));
+        assert_eq!(
+            header(&s, "churnwatch-original-error-code"),
+            Some("too_long")
+        );
+        assert_eq!(header(&s, "churnwatch-source-offset"), Some("17"));
+        assert_eq!(
+            header(&s, "churnwatch-undeliverable-kind"),
+            Some("dead_letter")
+        );
+        assert_eq!(header(&s, "churnwatch-undeliverable-bytes"), Some("5277"));
+        let why = header(&s, "churnwatch-error").unwrap();
+        assert!(why.starts_with("the dead letter for topic churnwatch-dead-letters (5277 bytes)"));
+        assert!(why.len() <= crate::driver::MAX_REASON, "{}", why.len());
+        // Only bounded headers: the whole stand-in stays far below any broker's limit.
+        let size: usize = s.key.len()
+            + s.headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>();
+        assert!(size < 2048, "{size}");
+        let change = Outgoing {
+            kind: OutKind::Change,
+            key: b"C1".to_vec(),
+            headers: vec![("churnwatch-event-id".into(), b"e1".to_vec())],
+            ..dead
+        };
+        let s = undeliverable(&change, "customer-status", "Broker: too large");
+        assert_eq!(header(&s, "churnwatch-event-id"), Some("e1"));
+        assert_eq!(
+            header(&s, "churnwatch-undeliverable-kind"),
+            Some("status_change")
+        );
+        assert_eq!(
+            header(&s, "churnwatch-undeliverable-topic"),
+            Some("customer-status")
+        );
+        assert_eq!(header(&s, "churnwatch-original-error-code"), None);
     }
 }

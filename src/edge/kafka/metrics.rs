@@ -12,8 +12,8 @@
 use crate::core::kpi::DealerKpi;
 use crate::core::status::{Level, Lifecycle, Tier};
 use prometheus::{
-    GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 use std::collections::BTreeMap;
 
@@ -88,6 +88,14 @@ pub struct Metrics {
     pub partitions_ready: IntGauge,
     /// `churnwatch_outbox_pending`: status changes waiting to be produced.
     pub outbox_pending: IntGauge,
+    /// `churnwatch_outbox_oldest_seconds`: how long the oldest undelivered outbox commit
+    /// has waited for the broker's acks (0 when the outbox is empty).
+    pub outbox_oldest_seconds: Gauge,
+    /// `churnwatch_undeliverable_total{kind}`: output records the broker or producer
+    /// refused for good (too large, invalid), by kind: `status_change`, `dead_letter`,
+    /// `changelog`; each status change or dead letter is replaced by an `undeliverable`
+    /// dead letter.
+    pub undeliverable: IntCounterVec,
     /// `churnwatch_restores_total`: partition state restores.
     pub restores: IntCounter,
     /// `churnwatch_produce_errors_total`: failed produce attempts.
@@ -261,6 +269,20 @@ impl Metrics {
                 "churnwatch_outbox_pending",
                 "Status changes waiting to be produced.",
             ),
+            outbox_oldest_seconds: register(
+                &r,
+                Gauge::new(
+                    "churnwatch_outbox_oldest_seconds",
+                    "Seconds the oldest undelivered outbox commit has waited for the broker's acks (0 when the outbox is empty).",
+                )
+                .expect("valid gauge options"),
+            ),
+            undeliverable: counter_vec(
+                &r,
+                "churnwatch_undeliverable_total",
+                "Output records refused for good by the broker or producer (too large, invalid), by kind; status changes and dead letters are replaced by an `undeliverable` dead letter.",
+                &["kind"],
+            ),
             restores: counter(
                 &r,
                 "churnwatch_restores_total",
@@ -416,7 +438,7 @@ mod tests {
         }
     }
 
-    const NAMES: [&str; 24] = [
+    const NAMES: [&str; 26] = [
         "churnwatch_events_consumed_total",
         "churnwatch_decode_errors_total",
         "churnwatch_dead_letters_total",
@@ -436,6 +458,8 @@ mod tests {
         "churnwatch_partitions_assigned",
         "churnwatch_partitions_ready",
         "churnwatch_outbox_pending",
+        "churnwatch_outbox_oldest_seconds",
+        "churnwatch_undeliverable_total",
         "churnwatch_restores_total",
         "churnwatch_produce_errors_total",
         "churnwatch_processed_events_total",
@@ -458,6 +482,7 @@ mod tests {
         m.set_kpis(&BTreeMap::from([("D1".to_string(), dealer(3, 4, 1))]));
         m.processing_seconds.observe(2e-6);
         m.processed_events.inc_by(7);
+        m.undeliverable.with_label_values(&["status_change"]).inc();
         let text = m.render();
         for name in NAMES {
             assert!(text.contains(&format!("# HELP {name} ")), "{name}:\n{text}");

@@ -36,6 +36,7 @@ pub use shared::{Published, Shared, HEARTBEAT_LIMIT};
 use crate::core::policy::Policy;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -107,7 +108,10 @@ pub fn start(cfg: config::Config, policy: Policy) -> Result<Running, ServiceErro
         .build()
         .map_err(ServiceError::Runtime)?;
     let metrics = Arc::new(metrics::Metrics::new(cfg.metrics.max_dealers));
-    let shared = Arc::new(Shared::new(metrics.clone(), policy.clone()));
+    let shared = Arc::new(
+        Shared::new(metrics.clone(), policy.clone())
+            .with_stuck_after(Duration::from_millis(cfg.output.stuck_after_ms)),
+    );
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(&cfg.admin.listen))
         .map_err(|source| ServiceError::Admin {

@@ -15,7 +15,7 @@ use crate::edge::kafka::metrics::Metrics;
 use crate::store::{SledTreeKv, Store, StoreError};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 /// The processing loop is considered stuck after this long without a heartbeat.
@@ -34,6 +34,10 @@ pub struct Shared {
     dead_published: AtomicU64,
     caught_up: AtomicBool,
     caught_up_seen: AtomicU64,
+    /// When the oldest undelivered outbox commit was first seen waiting.
+    outbox_since: Mutex<Option<Instant>>,
+    /// The outbox is stuck after waiting this long (zero: never judged stuck).
+    stuck_after: Duration,
 }
 
 /// Records acknowledged by the broker so far.
@@ -66,7 +70,24 @@ impl Shared {
             dead_published: AtomicU64::new(0),
             caught_up: AtomicBool::new(false),
             caught_up_seen: AtomicU64::new(0),
+            outbox_since: Mutex::new(None),
+            stuck_after: Duration::ZERO,
         }
+    }
+
+    /// Judges the outbox stuck (in [`AdminState::health`]) once its oldest commit has
+    /// waited longer than `after` for the broker's acks; zero never does.
+    pub fn with_stuck_after(mut self, after: Duration) -> Self {
+        self.stuck_after = after;
+        self
+    }
+
+    /// How long the oldest undelivered outbox commit has waited, if one waits.
+    pub fn outbox_waiting(&self) -> Option<Duration> {
+        self.outbox_since
+            .lock()
+            .expect("not poisoned")
+            .map(|since| since.elapsed())
     }
 
     /// Whether every owned partition is read to its end, handed on, committed and
@@ -131,6 +152,19 @@ impl Shared {
     pub(crate) fn beat(&self) {
         self.heartbeat_ms
             .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.update_outbox_gauge();
+    }
+
+    /// The oldest undelivered outbox commit has waited since `since` (None: nothing
+    /// waits).
+    pub(crate) fn set_outbox_oldest(&self, since: Option<Instant>) {
+        *self.outbox_since.lock().expect("not poisoned") = since;
+        self.update_outbox_gauge();
+    }
+
+    fn update_outbox_gauge(&self) {
+        let waited = self.outbox_waiting().unwrap_or_default();
+        self.metrics.outbox_oldest_seconds.set(waited.as_secs_f64());
     }
 
     /// The consumer has joined the group (its first assignment came).
@@ -198,12 +232,21 @@ impl AdminState for Shared {
     fn health(&self) -> Result<(), String> {
         let since = self.silent_for();
         if since > HEARTBEAT_LIMIT {
-            Err(format!(
+            return Err(format!(
                 "the processing loop has not reported for {}s",
                 since.as_secs()
-            ))
-        } else {
-            Ok(())
+            ));
+        }
+        self.update_outbox_gauge();
+        match self.outbox_waiting() {
+            Some(w) if !self.stuck_after.is_zero() && w > self.stuck_after => Err(format!(
+                "the outbox is stuck: its oldest commit has waited {}s for the broker's acks \
+                 (output.stuck_after_ms is {}); see churnwatch_produce_errors_total and the \
+                 log for the produce errors",
+                w.as_secs(),
+                self.stuck_after.as_millis()
+            )),
+            _ => Ok(()),
         }
     }
 
@@ -265,6 +308,37 @@ mod tests {
         s.beat();
         assert!(s.health().is_ok());
         assert!(s.silent_for() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn health_fails_while_the_outbox_waits_too_long() {
+        let s = shared().with_stuck_after(Duration::from_secs(120));
+        s.beat();
+        assert!(s.health().is_ok());
+        assert_eq!(s.outbox_waiting(), None);
+        // A commit waiting for a minute is not stuck yet.
+        s.set_outbox_oldest(Some(Instant::now() - Duration::from_secs(60)));
+        assert!(s.health().is_ok());
+        let w = s.metrics.outbox_oldest_seconds.get();
+        assert!((59.0..62.0).contains(&w), "{w}");
+        // One waiting for three minutes is.
+        s.set_outbox_oldest(Some(Instant::now() - Duration::from_secs(180)));
+        let e = s.health().unwrap_err();
+        assert!(
+            e.contains("outbox is stuck") && e.contains("waited 18"),
+            "{e}"
+        );
+        assert!(s.metrics.outbox_oldest_seconds.get() >= 179.0);
+        // Delivered: healthy again, and the gauge is back to 0.
+        s.set_outbox_oldest(None);
+        assert!(s.health().is_ok());
+        assert_eq!(s.metrics.outbox_oldest_seconds.get(), 0.0);
+        // Zero switches the judgement off, not the metric.
+        let off = shared();
+        off.beat();
+        off.set_outbox_oldest(Some(Instant::now() - Duration::from_secs(3600)));
+        assert!(off.health().is_ok());
+        assert!(off.metrics.outbox_oldest_seconds.get() >= 3599.0);
     }
 
     #[test]

@@ -229,7 +229,10 @@ impl Worker {
         for &p in &ids {
             any |= self.commit_partition(p)?;
         }
-        if !any {
+        // With nothing new committed, an outbox still waiting from an earlier commit
+        // (the broker failed then) is retried all the same: it must not wait for the
+        // next record to arrive.
+        if !any && self.delivery.all_delivered() {
             return Ok(());
         }
         let deadline = Instant::now() + Duration::from_millis(self.cfg.shutdown.drain_timeout_ms);

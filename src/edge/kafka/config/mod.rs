@@ -248,6 +248,12 @@ pub struct OutputConfig {
     /// less than this see every change, not only the latest per customer, in
     /// milliseconds. Default 604800000 (7 days).
     pub status_min_compaction_lag_ms: u64,
+    /// The outbox counts as stuck when its oldest commit has waited this long for the
+    /// broker's acks: `/healthz` then answers 503 and
+    /// `churnwatch_outbox_oldest_seconds` shows the wait. 0 switches the health check
+    /// off (the metric stays). In milliseconds. Default 120000 (2 minutes: well past
+    /// librdkafka's retries of a transient broker error, short enough to page).
+    pub stuck_after_ms: u64,
 }
 
 impl Default for OutputConfig {
@@ -261,6 +267,7 @@ impl Default for OutputConfig {
             partitions: 6,
             replication_factor: 1,
             status_min_compaction_lag_ms: 604_800_000,
+            stuck_after_ms: 120_000,
         }
     }
 }
@@ -483,6 +490,7 @@ mod tests {
         assert!(c.output.create_topics);
         assert_eq!((c.output.partitions, c.output.replication_factor), (6, 1));
         assert_eq!(c.output.status_min_compaction_lag_ms, 604_800_000);
+        assert_eq!(c.output.stuck_after_ms, 120_000);
         assert_eq!(c.ticks.interval_ms, 60_000);
         assert_eq!(c.state.dir, PathBuf::from("churnwatch-state"));
         assert_eq!(c.state.commit_interval_ms, 1000);
