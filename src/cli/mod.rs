@@ -232,9 +232,18 @@ struct ReplayArgs {
     /// Commit state, progress and outputs every this many records.
     #[arg(long, default_value_t = 200_000)]
     commit_every: u64,
-    /// Customers kept in memory.
-    #[arg(long, default_value_t = 500_000)]
-    cache_capacity: usize,
+    /// Memory budget in MiB: half for customers kept in memory, a quarter for the
+    /// store engine's caches and write buffers (the rest: timers, one commit's
+    /// buffers). Peak memory stays near it whatever the number of customers.
+    #[arg(long, default_value_t = 512)]
+    memory_mib: u64,
+    /// Customers kept in memory (default: from --memory-mib, 512 per MiB).
+    #[arg(long)]
+    cache_capacity: Option<usize>,
+    /// Engine of a new store: `fjall` (LSM; bounded memory, the default) or `sled`.
+    /// An existing store keeps its engine; naming another one is an error.
+    #[arg(long)]
+    store_engine: Option<churnwatch::store::StoreEngine>,
     /// Also write the summary as JSON to this file.
     #[arg(long)]
     summary_json: Option<PathBuf>,

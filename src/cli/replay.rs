@@ -22,7 +22,14 @@ pub fn run(a: ReplayArgs) -> Result<()> {
         bail!("--commit-every must be at least 1");
     }
     opts.commit_every = a.commit_every;
-    opts.cache_capacity = a.cache_capacity;
+    if a.memory_mib < 64 {
+        bail!("--memory-mib must be at least 64 (the store engine needs a few MiB of cache and write buffer)");
+    }
+    opts.memory_budget(a.memory_mib << 20);
+    if let Some(c) = a.cache_capacity {
+        opts.cache_capacity = c;
+    }
+    opts.store_options.engine = a.store_engine;
     opts.policy = load_policy_and_model(a.policy.as_deref(), a.model.as_deref())?;
     opts.until = a
         .until

@@ -25,11 +25,13 @@
 //! This module may use `crate::core` (the values it stores) and nothing above it.
 
 pub mod codec;
+pub mod fjall;
 pub mod kv;
 pub mod mark;
 pub mod sled;
 
 pub use self::sled::{open_sled_db, SledKv, SledTreeKv, LOCK_WAIT};
+pub use self::fjall::{FjallKv, FjallMemory};
 pub use kv::{Kv, MemKv};
 
 use crate::core::engine::{CustomerSource, Dirty, EngineMeta};
@@ -65,6 +67,24 @@ pub enum StoreError {
     /// A read or write failed.
     #[error("state store I/O failed: {0}; check the disk (free space, permissions) and retry")]
     Sled(::sled::Error),
+    /// The fjall backend failed for a reason other than damage (I/O, a lock).
+    #[error("state store {store}: {message}; check the disk (free space, permissions) and that no other churnwatch process uses it")]
+    Backend {
+        /// The directory.
+        store: String,
+        /// What failed.
+        message: String,
+    },
+    /// A store directory holds the other engine's files than the one asked for.
+    #[error("the state store at {path} is a {found} store, but --store-engine {asked} was given; drop the flag to keep using it, or pass --fresh to rebuild it with {asked}")]
+    EngineMismatch {
+        /// The directory.
+        path: PathBuf,
+        /// The engine whose files are there.
+        found: StoreEngine,
+        /// The engine asked for.
+        asked: StoreEngine,
+    },
     /// The store's files are damaged: sled reported corruption, panicked on them, or
     /// the store lost commits it had acknowledged.
     #[error("the state store {store} is damaged: {detail}; {START_OVER}")]
@@ -300,6 +320,190 @@ impl SledStore {
             return Err(StoreError::Missing(dir.to_path_buf()));
         }
         Self::open(dir)
+    }
+}
+
+/// The embedded engine under a store directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreEngine {
+    /// fjall, an LSM tree: bounded memory, fast appends (the default).
+    Fjall,
+    /// sled, a B-tree: the original engine.
+    Sled,
+}
+
+impl StoreEngine {
+    /// The engine's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreEngine::Fjall => "fjall",
+            StoreEngine::Sled => "sled",
+        }
+    }
+
+    /// The engine whose files `dir` holds, if any.
+    pub fn found_in(dir: &Path) -> Option<StoreEngine> {
+        if fjall::is_fjall_dir(dir) {
+            Some(StoreEngine::Fjall)
+        } else if ["conf", "db"].iter().any(|f| dir.join(f).exists())
+            || std::fs::read_dir(dir).is_ok_and(|mut d| {
+                d.any(|e| {
+                    e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("snap."))
+                })
+            })
+        {
+            Some(StoreEngine::Sled)
+        } else {
+            None
+        }
+    }
+}
+
+impl std::fmt::Display for StoreEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for StoreEngine {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "fjall" => Ok(StoreEngine::Fjall),
+            "sled" => Ok(StoreEngine::Sled),
+            other => Err(format!(
+                "unknown store engine `{other}`; use `fjall` (the default) or `sled`"
+            )),
+        }
+    }
+}
+
+/// How to open a store directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// The engine for a new store; for an existing one, the engine it must have (none:
+    /// whichever it has, fjall for a new one).
+    pub engine: Option<StoreEngine>,
+    /// Bytes the engine may use for its caches and write buffers (fjall; sled is
+    /// given its cache capacity from it, which it does not keep to).
+    pub memory: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            engine: None,
+            memory: 128 << 20,
+        }
+    }
+}
+
+/// Either engine behind the one [`Kv`] port (a file replay picks it per directory).
+#[derive(Clone)]
+pub enum AnyKv {
+    /// A sled tree.
+    Sled(SledTreeKv),
+    /// A fjall keyspace.
+    Fjall(FjallKv),
+}
+
+impl AnyKv {
+    /// Which engine this is.
+    pub fn engine(&self) -> StoreEngine {
+        match self {
+            AnyKv::Sled(_) => StoreEngine::Sled,
+            AnyKv::Fjall(_) => StoreEngine::Fjall,
+        }
+    }
+}
+
+impl Kv for AnyKv {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        match self {
+            AnyKv::Sled(k) => k.get(key),
+            AnyKv::Fjall(k) => k.get(key),
+        }
+    }
+    fn scan_prefix(&self, prefix: &[u8]) -> kv::Scan<'_> {
+        match self {
+            AnyKv::Sled(k) => k.scan_prefix(prefix),
+            AnyKv::Fjall(k) => k.scan_prefix(prefix),
+        }
+    }
+    fn apply(&self, ops: Vec<kv::Op>) -> Result<(), StoreError> {
+        match self {
+            AnyKv::Sled(k) => k.apply(ops),
+            AnyKv::Fjall(k) => k.apply(ops),
+        }
+    }
+    fn size_on_disk(&self) -> u64 {
+        match self {
+            AnyKv::Sled(k) => k.size_on_disk(),
+            AnyKv::Fjall(k) => k.size_on_disk(),
+        }
+    }
+    fn clear(&self) -> Result<(), StoreError> {
+        match self {
+            AnyKv::Sled(k) => k.clear(),
+            AnyKv::Fjall(k) => k.clear(),
+        }
+    }
+}
+
+/// A store directory with either engine.
+pub type DirStore = Store<AnyKv>;
+
+impl DirStore {
+    /// Opens (or creates) the store in `dir` with the engine its files show, or for a
+    /// new store the one `opts` asks (fjall by default). An existing store of another
+    /// engine than the one asked is [`StoreError::EngineMismatch`].
+    pub fn open_dir(dir: &Path, opts: StoreOptions) -> Result<DirStore, StoreError> {
+        let found = StoreEngine::found_in(dir);
+        let engine = match (found, opts.engine) {
+            (Some(f), Some(a)) if f != a => {
+                return Err(StoreError::EngineMismatch {
+                    path: dir.to_path_buf(),
+                    found: f,
+                    asked: a,
+                })
+            }
+            (Some(f), _) => f,
+            (None, a) => a.unwrap_or(StoreEngine::Fjall),
+        };
+        let kv = match engine {
+            StoreEngine::Sled => AnyKv::Sled(SledTreeKv::open_dir(dir)?),
+            StoreEngine::Fjall => {
+                AnyKv::Fjall(FjallKv::open_dir(dir, FjallMemory::of_budget(opts.memory))?)
+            }
+        };
+        Store::with_kv(kv)
+    }
+
+    /// Opens an existing store directory, without creating one. A directory that holds
+    /// an engine's data but lost the file naming its format is damaged, not missing.
+    pub fn open_existing_dir(dir: &Path, opts: StoreOptions) -> Result<DirStore, StoreError> {
+        match StoreEngine::found_in(dir) {
+            Some(StoreEngine::Sled) => Ok(Store {
+                kv: AnyKv::Sled(SledStore::open_existing(dir)?.kv),
+            }),
+            Some(StoreEngine::Fjall) => {
+                if !dir.join("version").exists() {
+                    return Err(StoreError::damaged(dir, "its fjall `version` file is missing"));
+                }
+                Self::open_dir(dir, opts)
+            }
+            None if dir.join(mark::MARK_FILE).exists() => Err(StoreError::damaged(
+                dir,
+                "its engine's files are missing (only the commit mark is left)",
+            )),
+            None => Err(StoreError::Missing(dir.to_path_buf())),
+        }
+    }
+
+    /// The engine under this store.
+    pub fn engine(&self) -> StoreEngine {
+        self.kv.engine()
     }
 }
 

@@ -41,7 +41,10 @@ fn install_hook() {
                     .location()
                     .map(|l| {
                         let f = l.file();
-                        let f = f.find("sled-").map_or(f, |i| &f[i..]);
+                        let f = ["sled-", "fjall-", "lsm-tree-"]
+                            .iter()
+                            .find_map(|c| f.find(c))
+                            .map_or(f, |i| &f[i..]);
                         format!(" at {f}:{}", l.line())
                     })
                     .unwrap_or_default();
@@ -62,7 +65,7 @@ fn payload_text(p: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Runs `f` (a call into sled), turning a panic into the panic's message.
-fn catch<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+pub(super) fn catch<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     install_hook();
     GUARDED.with(|g| g.set(g.get() + 1));
     let r = catch_unwind(AssertUnwindSafe(f));
@@ -75,10 +78,10 @@ fn catch<T>(f: impl FnOnce() -> T) -> Result<T, String> {
 }
 
 /// The error for a panic inside sled while using `store`.
-fn panicked(store: &str, msg: String) -> StoreError {
+pub(super) fn panicked(store: &str, msg: String) -> StoreError {
     StoreError::Damaged {
         store: store.to_string(),
-        detail: format!("sled failed on its files ({msg})"),
+        detail: format!("the storage engine failed on its files ({msg})"),
     }
 }
 
