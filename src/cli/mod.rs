@@ -240,6 +240,10 @@ struct ReplayArgs {
     /// Customers kept in memory (default: from --memory-mib, 512 per MiB).
     #[arg(long)]
     cache_capacity: Option<usize>,
+    /// Threads (default: the cores available): JSON-lines input is decoded on all but
+    /// one, ahead of the engine. The outputs are byte-identical for any count.
+    #[arg(long)]
+    threads: Option<usize>,
     /// Engine of a new store: `fjall` (LSM; bounded memory, the default) or `sled`.
     /// An existing store keeps its engine; naming another one is an error.
     #[arg(long)]

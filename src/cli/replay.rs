@@ -30,6 +30,11 @@ pub fn run(a: ReplayArgs) -> Result<()> {
         opts.cache_capacity = c;
     }
     opts.store_options.engine = a.store_engine;
+    match a.threads {
+        Some(0) => bail!("--threads must be at least 1"),
+        Some(n) => opts.threads = n,
+        None => {}
+    }
     opts.policy = load_policy_and_model(a.policy.as_deref(), a.model.as_deref())?;
     opts.until = a
         .until
