@@ -1,4 +1,5 @@
-//! Integration tests of the file pipeline against a real sled store on disk and the
+//! Integration tests of the file pipeline against a real store on disk (fjall, and sled
+//! where named) and the
 //! real `churnwatch` binary: determinism, crash/resume, dead letters, inspect, Avro.
 
 use churnwatch::codec::Format;
@@ -62,6 +63,62 @@ fn replaying_twice_gives_byte_identical_output() {
         "generator dirt should show: {a:?}"
     );
     assert!(a.changes_by_level["win_back"] > 0 && a.changes_by_level["retain"] > 0);
+}
+
+#[test]
+fn outputs_are_byte_identical_for_any_thread_count_commit_interval_and_store_engine() {
+    use churnwatch::store::StoreEngine;
+    let dir = tempfile::tempdir().unwrap();
+    let input = history(dir.path(), 400, 5);
+    let mut base = opts(&input, dir.path(), "base");
+    base.threads = 1;
+    let reference = replay(&base, &mut |_| {}).unwrap();
+    assert!(reference.status_changes > 50, "{reference:?}");
+    let read = |name: &str| {
+        (
+            std::fs::read(dir.path().join(format!("{name}.jsonl"))).unwrap(),
+            std::fs::read(dir.path().join(format!("{name}.jsonl.dead.jsonl"))).unwrap(),
+        )
+    };
+    let want = read("base");
+    for (threads, commit_every, engine) in [
+        (2, 200_000, StoreEngine::Fjall),
+        (3, 101, StoreEngine::Fjall),
+        (8, 1, StoreEngine::Fjall),
+        (2, 997, StoreEngine::Sled),
+    ] {
+        let name = format!("t{threads}-c{commit_every}-{engine}");
+        let mut o = opts(&input, dir.path(), &name);
+        o.threads = threads;
+        o.commit_every = commit_every;
+        o.store_options.engine = Some(engine);
+        let s = replay(&o, &mut |_| {}).unwrap();
+        assert_eq!(s.status_changes, reference.status_changes, "{name}");
+        assert!(read(&name) == want, "{name}: outputs differ from one thread's");
+    }
+}
+
+#[test]
+fn a_store_keeps_its_engine_and_naming_another_is_refused() {
+    use churnwatch::store::StoreEngine;
+    let dir = tempfile::tempdir().unwrap();
+    let input = history(dir.path(), 30, 6);
+    let mut o = opts(&input, dir.path(), "s");
+    o.store_options.engine = Some(StoreEngine::Sled);
+    replay(&o, &mut |_| {}).unwrap();
+    assert_eq!(StoreEngine::found_in(&o.store), Some(StoreEngine::Sled));
+    let mut again = o.clone();
+    again.fresh = false;
+    again.store_options.engine = Some(StoreEngine::Fjall);
+    let e = replay(&again, &mut |_| {}).unwrap_err().to_string();
+    assert!(e.contains("is a sled store") && e.contains("--fresh"), "{e}");
+    // Without the flag it resumes on the engine it has; --fresh rebuilds with fjall.
+    again.store_options.engine = None;
+    assert!(replay(&again, &mut |_| {}).unwrap().already_complete);
+    again.store_options.engine = Some(StoreEngine::Fjall);
+    again.fresh = true;
+    replay(&again, &mut |_| {}).unwrap();
+    assert_eq!(StoreEngine::found_in(&o.store), Some(StoreEngine::Fjall));
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! A damaged state store must never crash churnwatch: against the real binary and a
-//! real sled store on disk, every sled file is truncated (to nothing, to half, by a
-//! few bytes), has a byte flipped at several offsets, or is deleted, and then
+//! real store on disk (each engine: fjall, the default, and sled), every file of the
+//! store is truncated (to nothing, to half, by a few bytes), has a byte flipped at
+//! several offsets, or is deleted, and then
 //! `inspect` and `replay` (resume) run on it. Each must either succeed with exactly
 //! the undamaged store's answer (no silent rollback to an older commit), or fail
 //! cleanly (exit 1) saying the store is damaged and how to rebuild it; and the
@@ -10,6 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 const COMMIT_EVERY: &str = "50";
+
+thread_local! {
+    /// The store engine the current test runs against.
+    static ENGINE: std::cell::Cell<&'static str> = const { std::cell::Cell::new("fjall") };
+}
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_churnwatch"))
@@ -32,6 +38,8 @@ fn replay(input: &Path, store: &Path, out: &Path, fresh: bool) -> Command {
         "warn",
         "--commit-every",
         COMMIT_EVERY,
+        "--store-engine",
+        ENGINE.with(|e| e.get()),
         "--input",
     ])
     .arg(input)
@@ -231,8 +239,37 @@ fn damages(len: u64) -> Vec<Damage> {
     d
 }
 
+/// Every file under `dir`, as a path relative to it, with its length; directories
+/// too (length 0), so that deleting a whole folder is a case.
+fn store_files(dir: &Path, rel: &Path, out: &mut Vec<(String, u64)>) {
+    for e in std::fs::read_dir(dir.join(rel)).unwrap() {
+        let e = e.unwrap();
+        let name = rel.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            out.push((name.to_string_lossy().into_owned(), 0));
+            store_files(dir, &name, out);
+        } else {
+            let len = e.metadata().unwrap().len();
+            out.push((name.to_string_lossy().into_owned(), len));
+        }
+    }
+}
+
 #[test]
-fn a_damaged_store_fails_cleanly_or_answers_as_before_never_panics() {
+fn a_damaged_fjall_store_fails_cleanly_or_answers_as_before_never_panics() {
+    ENGINE.with(|e| e.set("fjall"));
+    damage_matrix("version");
+}
+
+#[test]
+fn a_damaged_sled_store_fails_cleanly_or_answers_as_before_never_panics() {
+    ENGINE.with(|e| e.set("sled"));
+    damage_matrix("db");
+}
+
+/// Damages each file of a finished replay's store (which must hold `must_have`) every
+/// way in [`damages`] and checks every case.
+fn damage_matrix(must_have: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let g = run(bin()
@@ -284,20 +321,10 @@ fn a_damaged_store_fails_cleanly_or_answers_as_before_never_panics() {
     }
     assert!(std::fs::read(&base_out).unwrap() == r.out);
 
-    let mut files: Vec<(String, u64)> = std::fs::read_dir(&base)
-        .unwrap()
-        .map(|e| e.unwrap())
-        .map(|e| {
-            let len = if e.file_type().unwrap().is_dir() {
-                0
-            } else {
-                e.metadata().unwrap().len()
-            };
-            (e.file_name().to_string_lossy().into_owned(), len)
-        })
-        .collect();
+    let mut files = Vec::new();
+    store_files(&base, Path::new(""), &mut files);
     files.sort();
-    assert!(files.iter().any(|(f, _)| f == "db"), "{files:?}");
+    assert!(files.iter().any(|(f, _)| f == must_have), "{files:?}");
     let mut violations = Vec::new();
     let mut cases = 0;
     for (file, len) in &files {
@@ -321,7 +348,18 @@ fn a_damaged_store_fails_cleanly_or_answers_as_before_never_panics() {
 /// older state or silently redoing the work. Outputs cut shorter than the store
 /// committed them must be reported too, not padded.
 #[test]
-fn a_store_that_lost_commits_and_outputs_cut_short_are_reported() {
+fn a_fjall_store_that_lost_commits_and_outputs_cut_short_are_reported() {
+    ENGINE.with(|e| e.set("fjall"));
+    lost_commits(churnwatch::store::StoreEngine::Fjall);
+}
+
+#[test]
+fn a_sled_store_that_lost_commits_and_outputs_cut_short_are_reported() {
+    ENGINE.with(|e| e.set("sled"));
+    lost_commits(churnwatch::store::StoreEngine::Sled);
+}
+
+fn lost_commits(engine: churnwatch::store::StoreEngine) {
     use churnwatch::edge::replay::{replay as run_replay, ReplayOptions};
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
@@ -346,18 +384,14 @@ fn a_store_that_lost_commits_and_outputs_cut_short_are_reported() {
     let older = dir.join("older");
     let mut o = ReplayOptions::new(vec![input.clone()], store.clone(), out.clone());
     o.commit_every = 50;
+    o.store_options.engine = Some(engine);
     let mut commits = 0;
     run_replay(&o, &mut |_| {
         commits += 1;
         if commits == 20 {
-            for e in std::fs::read_dir(&store).unwrap() {
-                let e = e.unwrap();
-                let name = e.file_name().to_string_lossy().into_owned();
-                if name == "conf" || name == "db" || name.starts_with("snap.") {
-                    std::fs::create_dir_all(&older).unwrap();
-                    std::fs::copy(e.path(), older.join(&name)).unwrap();
-                }
-            }
+            // The engine's files as a crash right after this commit leaves them.
+            copy_dir(&store, &older);
+            let _ = std::fs::remove_file(older.join("churnwatch.mark"));
         }
     })
     .unwrap();
@@ -385,12 +419,15 @@ fn a_store_that_lost_commits_and_outputs_cut_short_are_reported() {
     );
     std::fs::write(&out, &whole).unwrap();
 
-    // The sled files of commit 20 with the mark of the finished replay.
+    // The engine's files of commit 20 with the mark of the finished replay.
     for e in std::fs::read_dir(&store).unwrap() {
         let e = e.unwrap();
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name == "conf" || name == "db" || name.starts_with("snap.") {
-            std::fs::remove_file(e.path()).unwrap();
+        if e.file_name() != "churnwatch.mark" {
+            if e.file_type().unwrap().is_dir() {
+                std::fs::remove_dir_all(e.path()).unwrap();
+            } else {
+                std::fs::remove_file(e.path()).unwrap();
+            }
         }
     }
     copy_dir(&older, &store);
