@@ -11,7 +11,8 @@ use churnwatch::core::time::Ts;
 use churnwatch::edge::kafka::config::Config;
 use churnwatch::edge::kafka::io::{backfill_jsonl, mock_cluster, read_topic, Backfill};
 use churnwatch::edge::kafka::{start, Running};
-use common::{assert_same, history, topic_end, History};
+use common::service::{metric, wait_caught_up as wait_caught_up_process, Service, MOCK_SETTINGS};
+use common::{assert_same, changes_by_id, history, History};
 use rdkafka::Message;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -57,37 +58,6 @@ fn wait_caught_up(instances: &[&Running], timeout: Duration) {
             stable = 0;
         }
     }
-}
-
-/// Status changes read from the topic: every duplicate must be byte-identical to the
-/// first copy (an identical re-delivery); returns them by event id.
-fn changes_by_id(bootstrap: &str, min: usize) -> BTreeMap<String, serde_json::Value> {
-    // Everything on the topic: acks that came after a delivery wait gave up are on it
-    // but were never counted.
-    let min = min.max(topic_end(&client(bootstrap), "customer-status") as usize);
-    let msgs = read_topic(
-        &client(bootstrap),
-        "customer-status",
-        Duration::from_secs(60),
-        |m| m.len() >= min,
-    )
-    .unwrap();
-    // Read a moment longer: nothing else may arrive beyond the minimum but re-deliveries.
-    let mut by_id: BTreeMap<String, serde_json::Value> = BTreeMap::new();
-    for m in &msgs {
-        let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
-        let id = v["event_id"].as_str().unwrap().to_string();
-        assert_eq!(
-            m.key().unwrap(),
-            v["customer_id"].as_str().unwrap().as_bytes(),
-            "keyed by customer"
-        );
-        if let Some(prev) = by_id.get(&id) {
-            assert_eq!(prev, &v, "a re-delivered change must be identical");
-        }
-        by_id.insert(id, v);
-    }
-    by_id
 }
 
 fn backfill(cfg: &Config, h: &History) -> Backfill {
@@ -182,85 +152,13 @@ fn two_instances_share_the_partitions_and_give_the_same_union() {
     assert_same(&h, &got);
 }
 
-fn spawn_service(
-    bs: &str,
-    state: &Path,
-    port_file: &Path,
-    env: &[(&str, &str)],
-) -> std::process::Child {
-    std::process::Command::new(env!("CARGO_BIN_EXE_churnwatch"))
-        .args([
-            "run",
-            "--bootstrap-servers",
-            bs,
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--state-dir")
-        .arg(state)
-        .args([
-            "--set",
-            "output.create_topics=false",
-            "--set",
-            "ticks.interval_ms=0",
-            "--set",
-            "state.commit_max_records=100",
-            "--set",
-            "state.commit_interval_ms=100",
-            "--set",
-            "input.align_wait_ms=10000",
-            "--set",
-            "metrics.lag_interval_ms=100",
-        ])
-        .env("CHURNWATCH_LOG", "info")
-        .env("CHURNWATCH__ADMIN__PORT_FILE", port_file)
-        .envs(env.iter().copied())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::from(
-            std::fs::File::create(state.with_extension("log")).unwrap(),
-        ))
-        .spawn()
-        .unwrap()
-}
-
-/// The admin address the child wrote, once it did.
-fn admin_addr(port_file: &Path) -> String {
-    let started = Instant::now();
-    loop {
-        if let Ok(s) = std::fs::read_to_string(port_file) {
-            if s.ends_with('\n') {
-                return s.trim().to_string();
-            }
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "no admin address"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn metric(addr: &str, name: &str) -> Option<f64> {
-    let body = ureq::get(&format!("http://{addr}/metrics"))
-        .call()
-        .ok()?
-        .into_string()
-        .ok()?;
-    body.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 /// A mock cluster holding a generated history, and the service binary running on it
 /// until it has processed at least `progress` records.
 struct ServiceProcess {
     h: History,
     cluster: rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
     bs: String,
-    state: PathBuf,
-    port_file: PathBuf,
-    child: std::process::Child,
+    service: Service,
 }
 
 fn service_process(seed: u64, progress: f64, env: &[(&str, &str)]) -> ServiceProcess {
@@ -269,10 +167,8 @@ fn service_process(seed: u64, progress: f64, env: &[(&str, &str)]) -> ServicePro
     let cluster = mock_cluster(&probe, PARTITIONS).unwrap();
     let bs = cluster.bootstrap_servers();
     backfill(&config(&bs, &h.dir.join("s")), &h);
-    let state = h.dir.join("svc");
-    let port_file = h.dir.join("admin.addr");
-    let child = spawn_service(&bs, &state, &port_file, env);
-    let addr = admin_addr(&port_file);
+    let mut service = Service::spawn(&bs, &h.dir.join("svc"), MOCK_SETTINGS, env);
+    let addr = service.addr();
     let started = Instant::now();
     while metric(&addr, "churnwatch_processed_events_total").unwrap_or(0.0) < progress {
         assert!(started.elapsed() < Duration::from_secs(60), "no progress");
@@ -282,9 +178,7 @@ fn service_process(seed: u64, progress: f64, env: &[(&str, &str)]) -> ServicePro
         h,
         cluster,
         bs,
-        state,
-        port_file,
-        child,
+        service,
     }
 }
 
@@ -295,30 +189,12 @@ fn sigkill_mid_stream_then_restart_loses_and_duplicates_nothing() {
         h,
         cluster: _cluster,
         bs,
-        state,
-        port_file,
-        mut child,
-        ..
+        mut service,
     } = service_process(13, 2000.0, &[]);
-    child.kill().unwrap();
-    child.wait().unwrap();
-    std::fs::remove_file(&port_file).unwrap();
-    let mut child = spawn_service(&bs, &state, &port_file, &[]);
-    let addr = admin_addr(&port_file);
-    let started = Instant::now();
-    let mut stable = 0;
-    while stable < 3 {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "restart never caught up"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-        if metric(&addr, "churnwatch_caught_up") == Some(1.0) {
-            stable += 1;
-        } else {
-            stable = 0;
-        }
-    }
+    service.kill();
+    let mut service = Service::spawn(&bs, &service.state, MOCK_SETTINGS, &[]);
+    let addr = service.addr();
+    wait_caught_up_process(&mut service, &addr, PARTITIONS, Duration::from_secs(120));
     // Ready once every partition is restored.
     let r = ureq::get(&format!("http://{addr}/readyz")).call().unwrap();
     assert_eq!(r.status(), 200);
@@ -340,13 +216,7 @@ fn sigkill_mid_stream_then_restart_loses_and_duplicates_nothing() {
     let missing = ureq::get(&format!("http://{addr}/customers/NO-SUCH-CUSTOMER")).call();
     assert!(matches!(missing, Err(ureq::Error::Status(404, _))));
     // SIGTERM drains and exits 0.
-    let pid = child.id().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let status = child.wait().unwrap();
+    let status = service.terminate(Duration::from_secs(60)).unwrap();
     assert!(status.success(), "exit after SIGTERM: {status:?}");
     let got = changes_by_id(&bs, h.expected.len());
     assert_same(&h, &got);
@@ -573,9 +443,10 @@ fn a_second_signal_exits_at_once_when_the_drain_hangs() {
     let ServiceProcess {
         h: _history,
         cluster,
-        mut child,
+        mut service,
         ..
     } = service_process(16, 300.0, &[]);
+    let child = &mut service.child;
     // The broker goes away mid-stream: deliveries now wait for their deadline.
     cluster.broker_down(1).unwrap();
     std::thread::sleep(Duration::from_millis(500));
@@ -612,8 +483,7 @@ fn with_the_broker_gone_one_signal_drains_within_its_bound_and_exits_1() {
     let ServiceProcess {
         h: _history,
         cluster,
-        mut child,
-        state,
+        mut service,
         ..
     } = service_process(
         17,
@@ -623,23 +493,11 @@ fn with_the_broker_gone_one_signal_drains_within_its_bound_and_exits_1() {
     cluster.broker_down(1).unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let sent = Instant::now();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if sent.elapsed() > Duration::from_secs(6) {
-            let _ = child.kill();
-            panic!(
-                "the drain bound (2 s) was not kept; log:\n{}",
-                std::fs::read_to_string(state.with_extension("log")).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let Some(status) = service.terminate(Duration::from_secs(6)) else {
+        panic!(
+            "the drain bound (2 s) was not kept; log:\n{}",
+            service.log_text()
+        );
     };
     // Not drained (the outbox waits for the next start): exit 1, not the watchdog's 130.
     assert_eq!(

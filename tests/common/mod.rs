@@ -1,6 +1,9 @@
 //! Shared by the Kafka integration tests: a generated history with what `replay`
-//! makes of it, and the comparison of a live path's status changes with it.
+//! makes of it, the comparison of a live path's status changes with it, and (in
+//! [`service`]) the service binary as a process.
 #![allow(dead_code)] // each test crate uses part of it
+
+pub mod service;
 
 use churnwatch::core::policy::Policy;
 use churnwatch::core::time::Ts;
@@ -139,4 +142,39 @@ pub fn topic_end(client: &rdkafka::ClientConfig, topic: &str) -> u64 {
             hi as u64
         })
         .sum()
+}
+
+/// The status changes on the mock cluster's (or any broker's) `customer-status` topic,
+/// read to its end and at least `min` of them: every duplicate must be byte-identical
+/// to the first copy (an identical re-delivery) and every record keyed by its
+/// customer. Returns them by event id.
+pub fn changes_by_id(bootstrap: &str, min: usize) -> BTreeMap<String, Value> {
+    use rdkafka::Message;
+    let mut client = rdkafka::ClientConfig::new();
+    client.set("bootstrap.servers", bootstrap);
+    // Everything on the topic: acks that came after a delivery wait gave up are on it
+    // but were never counted.
+    let min = min.max(topic_end(&client, "customer-status") as usize);
+    let msgs = churnwatch::edge::kafka::io::read_topic(
+        &client,
+        "customer-status",
+        std::time::Duration::from_secs(60),
+        |m| m.len() >= min,
+    )
+    .unwrap();
+    let mut by_id: BTreeMap<String, Value> = BTreeMap::new();
+    for m in &msgs {
+        let v: Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+        let id = v["event_id"].as_str().unwrap().to_string();
+        assert_eq!(
+            m.key().unwrap(),
+            v["customer_id"].as_str().unwrap().as_bytes(),
+            "keyed by customer"
+        );
+        if let Some(prev) = by_id.get(&id) {
+            assert_eq!(prev, &v, "a re-delivered change must be identical");
+        }
+        by_id.insert(id, v);
+    }
+    by_id
 }

@@ -94,6 +94,28 @@ pub enum ServiceError {
     /// The processing thread panicked (a bug: please report it with the log).
     #[error("the processing thread panicked (a bug: please report it with the log); state up to the last commit is safe in sled, restart to resume")]
     Panicked,
+    /// `kafka.instance_id = "auto"` could not derive an id.
+    #[error(transparent)]
+    InstanceId(#[from] crate::edge::kafka::config::InstanceIdError),
+    /// The group coordinator fenced this instance: another process joined the group
+    /// with the same `group.instance.id` and took its place. Polling on cannot help.
+    #[error("this instance was fenced out of consumer group `{group}`: another instance joined it with the same kafka.instance_id (`{instance_id}`) and took over its partitions ({reason}); give every instance its own kafka.instance_id (with \"auto\": its own host name or state.dir), or stop the other one, then restart this one")]
+    Fenced {
+        /// The consumer group.
+        group: String,
+        /// The instance id both use.
+        instance_id: String,
+        /// librdkafka's words.
+        reason: String,
+    },
+    /// The consumer hit another fatal error (librdkafka can go on with none of them).
+    #[error("the Kafka consumer hit a fatal error ({code}: {reason}) and cannot go on; check the broker's logs and the kafka.consumer properties, then restart")]
+    ConsumerFatal {
+        /// librdkafka's error code.
+        code: rdkafka::error::RDKafkaErrorCode,
+        /// librdkafka's words.
+        reason: String,
+    },
     /// Shutdown did not finish within the drain bound.
     #[error("shutdown did not finish within {0:?}: some outputs stay in the outbox and are sent on the next start")]
     DrainTimeout(Duration),
@@ -164,6 +186,18 @@ mod tests {
             "{e}"
         );
         assert!(!e.contains("--fresh"), "`run` has no --fresh: {e}");
+        let e = ServiceError::Fenced {
+            group: "churnwatch".into(),
+            instance_id: "host-0123abcd".into(),
+            reason: "Fatal consumer error: Broker: Static consumer fenced by other consumer with same group.instance.id".into(),
+        }
+        .to_string();
+        assert!(
+            e.contains("another instance")
+                && e.contains("kafka.instance_id (`host-0123abcd`)")
+                && e.contains("restart"),
+            "{e}"
+        );
         let e = ServiceError::Panicked.to_string();
         assert!(e.contains("panicked") && e.contains("restart"), "{e}");
         let e = ServiceError::ChangelogStalled {

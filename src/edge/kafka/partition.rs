@@ -75,16 +75,18 @@ pub struct Buffered {
 }
 
 impl Buffered {
-    /// A record read at `offset`; the raw value is kept only for a rejected record or
-    /// one with dropped fields.
+    /// A record read at `offset`; the raw value is kept only for a record a dead letter
+    /// will quote: a rejected one, one with dropped fields, or one dated after
+    /// `latest` (the latest plausible record time, see [`Partition::latest_plausible`]).
     pub fn new(
         offset: i64,
         ts_ms: Option<i64>,
         record: Result<Validated, InvalidEvent>,
         value: Option<&[u8]>,
+        latest: Option<Ts>,
     ) -> Self {
         let quoted = match &record {
-            Ok(v) => !v.issues.is_empty(),
+            Ok(v) => !v.issues.is_empty() || latest.is_some_and(|l| v.input.time() > l),
             Err(_) => true,
         };
         let raw = if quoted {
@@ -102,6 +104,16 @@ impl Buffered {
 
     fn time(&self) -> Option<Ts> {
         self.record.as_ref().ok().map(|v| v.input.time())
+    }
+
+    /// Whether the record needs no place in the event-time merge because it becomes a
+    /// dead letter whatever the other sources hold: it is rejected, or dated after
+    /// `latest`.
+    fn dead_on_arrival(&self, latest: Option<Ts>) -> bool {
+        match &self.record {
+            Err(_) => true,
+            Ok(v) => latest.is_some_and(|l| v.input.time() > l),
+        }
     }
 }
 
@@ -214,6 +226,15 @@ impl Partition {
         self.clock_skew_ms = skew.map(|d| d.as_millis() as i64);
     }
 
+    /// The latest plausible record time now: the wall clock plus the allowed skew
+    /// (none: no bound). Records dated later are dead-lettered (`implausible_time`).
+    pub fn latest_plausible(&self) -> Option<Ts> {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        self.clock_skew_ms.map(|s| Ts(wall.saturating_add(s)))
+    }
+
     /// The engine (counters, stream time).
     pub fn engine(&self) -> &Engine {
         self.driver.engine()
@@ -259,18 +280,17 @@ impl Partition {
         force: bool,
     ) -> Result<Released, StoreError> {
         let mut r = Released::default();
-        let wall = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        self.driver
-            .set_latest(self.clock_skew_ms.map(|s| Ts(wall.saturating_add(s))));
+        let latest = self.latest_plausible();
+        self.driver.set_latest(latest);
         loop {
-            // Rejected records need no ordering: pass them on at once.
+            // Records that become dead letters (rejected, or dated past the wall clock
+            // and its skew) need no ordering: pass them on at once, so that they hold
+            // nothing back.
             for i in 0..self.sources.len() {
                 while self.sources[i]
                     .queue
                     .front()
-                    .is_some_and(|b| b.record.is_err())
+                    .is_some_and(|b| b.dead_on_arrival(latest))
                 {
                     let b = self.sources[i].queue.pop_front().expect("front exists");
                     self.hand_on(i, b, &mut r)?;
@@ -476,7 +496,11 @@ mod tests {
     }
 
     fn push(p: &mut Partition, src: usize, offset: i64, record: Result<Validated, InvalidEvent>) {
-        p.push(src, Buffered::new(offset, Some(1), record, Some(b"{")));
+        let latest = p.latest_plausible();
+        p.push(
+            src,
+            Buffered::new(offset, Some(1), record, Some(b"{"), latest),
+        );
     }
 
     #[test]
@@ -520,6 +544,39 @@ mod tests {
             p.engine().max_seen(),
             Some(Ts::parse_rfc3339("2025-06-01T10:00:00Z").unwrap())
         );
+    }
+
+    #[test]
+    fn a_future_dated_record_is_dead_lettered_at_once_with_its_raw_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = open(dir.path());
+        // Source b is behind (its end is not reached): the merge waits for it.
+        p.sources[1].high_watermark = 5;
+        let raw = br#"{"type":"visit","event_id":"e9","event_time":"9999-12-31T00:00:00Z"}"#;
+        p.push(
+            0,
+            Buffered::new(
+                0,
+                Some(1),
+                visit("e9", "C9", "9999-12-31T00:00:00Z"),
+                Some(raw),
+                p.latest_plausible(),
+            ),
+        );
+        let r = p
+            .release(Instant::now(), Duration::from_secs(60), false)
+            .unwrap();
+        // It cannot be applied whatever the other source holds: it does not wait.
+        assert_eq!(r.dead, vec![(0, "implausible_time")]);
+        assert!(p.sources[0].queue.is_empty());
+        p.commit(10).unwrap();
+        let outbox = p.outbox().unwrap();
+        let dead = outbox[0]
+            .1
+            .iter()
+            .find(|(_, o)| o.kind == OutKind::DeadLetter)
+            .expect("a dead letter in the outbox");
+        assert_eq!(dead.1.value, raw.to_vec(), "the raw record is quoted");
     }
 
     #[test]

@@ -20,11 +20,12 @@ use crate::edge::kafka::topics::{consumer_config, inputs, prepare_topics, produc
 use crate::edge::kafka::worker::Worker;
 use crate::store::open_sled_db;
 use rdkafka::consumer::Consumer;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureProducer;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// A summary of a run, for logs and tests.
 #[derive(Debug, Default, Clone)]
@@ -56,6 +57,11 @@ pub(crate) fn run(
         path: cfg.state.dir.clone(),
         source,
     })?;
+    let instance_id = cfg.group_instance_id()?;
+    match &instance_id {
+        Some(id) => info!(instance_id = %id, "static group membership (kafka.instance_id)"),
+        None => info!("dynamic group membership (kafka.instance_id = none)"),
+    }
     let db = open_sled_db(&cfg.state.dir)?;
     let producer: FutureProducer = producer_config(&cfg)
         .create()
@@ -64,7 +70,7 @@ pub(crate) fn run(
     let delivery = Delivery::new(&cfg, producer, rt, shutdown.clone(), shared.clone());
     let restorer = Restorer::new(&cfg, db, policy, topics.clone(), shared.clone());
     let mut worker = Worker::new(cfg.clone(), inputs, delivery, restorer, shared.clone());
-    let consumer: GroupConsumer = consumer_config(&cfg)
+    let consumer: GroupConsumer = consumer_config(&cfg, instance_id.as_deref())
         .create_with_context(Recorder::default())
         .map_err(kafka("creating the consumer"))?;
     let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
@@ -73,7 +79,14 @@ pub(crate) fn run(
         .map_err(kafka("subscribing to the input topics"))?;
     info!(group = %cfg.kafka.group_id, "consuming");
 
-    let result = process(&cfg, &consumer, &mut worker, &shared, &shutdown);
+    let result = process(
+        &cfg,
+        instance_id.as_deref(),
+        &consumer,
+        &mut worker,
+        &shared,
+        &shutdown,
+    );
     let drain = Duration::from_millis(cfg.shutdown.drain_timeout_ms);
     let drained = drain_and_close(consumer, worker, drain);
     result?;
@@ -87,9 +100,12 @@ pub(crate) fn run(
 }
 
 /// The loop: poll, handle what the poll recorded, read the rest of the burst, release
-/// and commit, and the timed chores; until the token is cancelled or an error.
+/// and commit, and the timed chores; until the token is cancelled or an error (among
+/// them a fatal consumer error, such as being fenced by another instance with the same
+/// `instance_id`).
 fn process(
     cfg: &Config,
+    instance_id: Option<&str>,
     consumer: &GroupConsumer,
     worker: &mut Worker,
     shared: &Shared,
@@ -102,10 +118,12 @@ fn process(
         if shutdown.is_cancelled() {
             return Ok(());
         }
-        if poll(consumer, worker, POLL_WAIT)? {
+        if poll(consumer, worker, POLL_WAIT).map_err(|e| fatal(cfg, instance_id, e))? {
             // Read what is already fetched before the next release.
             for _ in 0..BURST {
-                if !poll(consumer, worker, Duration::ZERO)? {
+                if !poll(consumer, worker, Duration::ZERO)
+                    .map_err(|e| fatal(cfg, instance_id, e))?
+                {
                     break;
                 }
             }
@@ -120,19 +138,52 @@ fn process(
     }
 }
 
+/// What ends a poll: an error of the loop's own, or a fatal one of the consumer (its
+/// code and librdkafka's reason), after which the consumer cannot go on.
+enum PollError {
+    Service(ServiceError),
+    Fatal(RDKafkaErrorCode, String),
+}
+
+impl From<ServiceError> for PollError {
+    fn from(e: ServiceError) -> Self {
+        PollError::Service(e)
+    }
+}
+
+/// The service error of a poll's error: a fenced instance gets its own.
+fn fatal(cfg: &Config, instance_id: Option<&str>, e: PollError) -> ServiceError {
+    match e {
+        PollError::Service(e) => e,
+        PollError::Fatal(RDKafkaErrorCode::FencedInstanceId, reason) => ServiceError::Fenced {
+            group: cfg.kafka.group_id.clone(),
+            instance_id: instance_id.unwrap_or_default().to_string(),
+            reason,
+        },
+        PollError::Fatal(code, reason) => ServiceError::ConsumerFatal { code, reason },
+    }
+}
+
 /// Polls once: a record goes to the worker; a rebalance the poll recorded is handled
-/// before anything else happens. Returns whether a record came.
-fn poll(
-    consumer: &GroupConsumer,
-    worker: &mut Worker,
-    wait: Duration,
-) -> Result<bool, ServiceError> {
+/// before anything else happens. Returns whether a record came. A fatal consumer error
+/// ends the loop: the consumer is unusable after it, and polling on would only spin.
+fn poll(consumer: &GroupConsumer, worker: &mut Worker, wait: Duration) -> Result<bool, PollError> {
     let got = match consumer.poll(wait) {
         Some(Ok(m)) => {
             worker.on_message(&m);
             true
         }
         Some(Err(e)) => {
+            // librdkafka reports a fatal error as the generic `_FATAL`; the client keeps
+            // the underlying one.
+            if let Some((code, reason)) = consumer.client().fatal_error() {
+                error!(error = %e, code = ?code, %reason, "fatal consumer error");
+                return Err(PollError::Fatal(code, reason));
+            }
+            if let KafkaError::MessageConsumptionFatal(code) = e {
+                error!(error = %e, "fatal consumer error");
+                return Err(PollError::Fatal(code, e.to_string()));
+            }
             warn!(error = %e, "consumer error");
             false
         }

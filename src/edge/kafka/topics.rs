@@ -72,10 +72,14 @@ fn set_defaults(c: &mut ClientConfig, defaults: &[(&str, &str)]) {
 }
 
 /// The group consumer: manual offsets (kept in sled; the group's offsets are for lag
-/// monitoring only), eager `range` assignment, committed reads only.
-pub(crate) fn consumer_config(cfg: &Config) -> ClientConfig {
+/// monitoring only), eager `range` assignment, committed reads only; a static member
+/// named `instance_id` when given (see [`Config::group_instance_id`]).
+pub(crate) fn consumer_config(cfg: &Config, instance_id: Option<&str>) -> ClientConfig {
     let mut c = client_config(cfg, Role::Consumer);
     c.set("group.id", &cfg.kafka.group_id);
+    if let Some(id) = instance_id {
+        c.set("group.instance.id", id);
+    }
     set_defaults(
         &mut c,
         &[
@@ -234,15 +238,23 @@ mod tests {
             .consumer
             .insert("partition.assignment.strategy".into(), "roundrobin".into());
         cfg.kafka.producer.insert("linger.ms".into(), "50".into());
-        let c = consumer_config(&cfg);
+        let c = consumer_config(&cfg, None);
         assert_eq!(c.get("partition.assignment.strategy"), Some("roundrobin"));
         assert_eq!(c.get("enable.auto.commit"), Some("false"));
         assert_eq!(c.get("group.id"), Some("churnwatch"));
+        assert_eq!(c.get("group.instance.id"), None);
+        let c = consumer_config(&cfg, Some("host-1234abcd"));
+        assert_eq!(c.get("group.instance.id"), Some("host-1234abcd"));
         let p = producer_config(&cfg);
         assert_eq!(p.get("linger.ms"), Some("50"));
         assert_eq!(p.get("enable.idempotence"), Some("true"));
         let r = restorer_config(&cfg);
         assert_eq!(r.get("group.id"), Some("churnwatch-restore"));
+        assert_eq!(
+            r.get("group.instance.id"),
+            None,
+            "the changelog reader is no group member"
+        );
     }
 
     #[test]

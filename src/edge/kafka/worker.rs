@@ -88,9 +88,16 @@ impl Worker {
                 .inc();
         }
         let part = self.parts.get_mut(&p).expect("checked");
+        let latest = part.latest_plausible();
         part.push(
             src,
-            Buffered::new(m.offset(), m.timestamp().to_millis(), record, m.payload()),
+            Buffered::new(
+                m.offset(),
+                m.timestamp().to_millis(),
+                record,
+                m.payload(),
+                latest,
+            ),
         );
     }
 

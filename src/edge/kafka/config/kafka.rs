@@ -87,6 +87,13 @@ impl KafkaConfig {
                 at("kafka.group_id")
             ));
         }
+        if let super::instance::InstanceId::Given(id) =
+            super::instance::InstanceId::parse(&self.instance_id)
+        {
+            if let Some(p) = super::instance::problem(&id) {
+                problems.push(format!("{} {p}", at("kafka.instance_id")));
+            }
+        }
         for (map, props) in [
             ("properties", &self.properties),
             ("consumer", &self.consumer),
@@ -114,6 +121,11 @@ impl KafkaConfig {
                         "{}: set the consumer group with `kafka.group_id` instead",
                         at(&key)
                     ));
+                } else if name == "group.instance.id" {
+                    problems.push(format!(
+                        "{}: set static group membership with `kafka.instance_id` instead                          (`auto`, the default, derives a stable id; `none` turns it off)",
+                        at(&key)
+                    ));
                 }
             }
         }
@@ -133,19 +145,54 @@ mod tests {
                 "kafka.properties.bootstrap.servers=x:1",
                 "kafka.consumer.group.id=other",
                 "kafka.producer.linger..ms=5",
+                "kafka.consumer.group.instance.id=pod-0",
             ])
             .unwrap_err(),
         );
         let all = ps.join("\n");
-        assert_eq!(ps.len(), 3, "{all}");
+        assert_eq!(ps.len(), 4, "{all}");
         assert!(all.contains("kafka.bootstrap_servers` instead"), "{all}");
         assert!(all.contains("kafka.group_id` instead"), "{all}");
+        assert!(
+            all.contains(
+                "`kafka.consumer.group.instance.id` (from --set \
+                 kafka.consumer.group.instance.id): set static group membership with \
+                 `kafka.instance_id` instead"
+            ),
+            "{all}"
+        );
         assert!(
             all.contains(
                 "`kafka.producer.linger..ms` (from --set kafka.producer.linger..ms) is not"
             ),
             "{all}"
         );
+    }
+
+    #[test]
+    fn instance_id_is_auto_none_or_a_valid_id() {
+        for (value, want) in [("auto", "auto"), ("none", "none"), ("pod-0", "pod-0")] {
+            let c = from_env(&[("CHURNWATCH__KAFKA__INSTANCE_ID", value)]).unwrap();
+            assert_eq!(c.kafka.instance_id, want);
+        }
+        let c = from_file("[kafka]\ninstance_id = \"churnwatch-2.eu_west\"\n").unwrap();
+        assert_eq!(
+            c.group_instance_id().unwrap().as_deref(),
+            Some("churnwatch-2.eu_west")
+        );
+        let none = from_sets(&["kafka.instance_id=none"]).unwrap();
+        assert_eq!(none.group_instance_id().unwrap(), None);
+        let ps = problems(from_sets(&["kafka.instance_id=pod/0"]).unwrap_err());
+        assert_eq!(ps.len(), 1, "{ps:?}");
+        assert!(
+            ps[0].contains(
+                "`kafka.instance_id` (from --set kafka.instance_id) `pod/0` contains '/'"
+            ),
+            "{ps:?}"
+        );
+        let long = format!("kafka.instance_id={}", "x".repeat(250));
+        let ps = problems(from_sets(&[long.as_str()]).unwrap_err());
+        assert!(ps[0].contains("250 characters"), "{ps:?}");
     }
 
     #[test]

@@ -46,11 +46,13 @@
 //!   ([`Config::redacted`]);
 //! - `validate`: the checks of the values together.
 
+mod instance;
 mod kafka;
 mod layers;
 mod settings;
 mod validate;
 
+pub use instance::InstanceIdError;
 pub use kafka::Role;
 pub use layers::{ConfigError, ENV_PREFIX};
 
@@ -99,6 +101,15 @@ pub struct KafkaConfig {
     pub bootstrap_servers: String,
     /// Consumer group id (librdkafka `group.id`). Default `churnwatch`.
     pub group_id: String,
+    /// This instance's stable name in the group (librdkafka `group.instance.id`: static
+    /// group membership), so that a restarted instance gets its partitions back at
+    /// once instead of after `session.timeout.ms`. `auto` derives it as
+    /// `<hostname>-<8 hex digits of a hash of the canonical state.dir>`; `none` turns
+    /// static membership off; anything else is the id itself (at most 249 characters of
+    /// `A-Z a-z 0-9 . _ -`, unique within the group). Where the host name changes on
+    /// every restart (a plain Kubernetes Deployment), set it explicitly, e.g. to a
+    /// StatefulSet's pod name. Default `auto`.
+    pub instance_id: String,
     /// librdkafka properties applied to every client (consumer, producer, admin):
     /// `security.protocol`, `ssl.*`, `sasl.*`, `client.id`, … Default empty.
     #[serde(deserialize_with = "layers::without_unset")]
@@ -118,6 +129,7 @@ impl Default for KafkaConfig {
         Self {
             bootstrap_servers: "localhost:9092".into(),
             group_id: "churnwatch".into(),
+            instance_id: instance::AUTO.into(),
             properties: BTreeMap::new(),
             consumer: BTreeMap::new(),
             producer: BTreeMap::new(),
@@ -423,6 +435,13 @@ impl Config {
         self.check(&layers::Origins::unrecorded())
     }
 
+    /// The consumer's `group.instance.id` (see [`KafkaConfig::instance_id`]), none
+    /// without static membership. With `auto` it is derived from the host name and the
+    /// canonical `state.dir`, which must exist by then.
+    pub fn group_instance_id(&self) -> Result<Option<String>, InstanceIdError> {
+        instance::resolve(&self.kafka.instance_id, &self.state.dir)
+    }
+
     /// The configuration as TOML; [`Config::load`] reads it back to the same value.
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("the config serialises to TOML")
@@ -475,6 +494,7 @@ mod tests {
         let c = Config::default();
         assert_eq!(c.kafka.bootstrap_servers, "localhost:9092");
         assert_eq!(c.kafka.group_id, "churnwatch");
+        assert_eq!(c.kafka.instance_id, "auto");
         assert!(c.kafka.properties.is_empty() && c.kafka.consumer.is_empty());
         assert_eq!(c.input.repair_orders.topic, "repair-orders");
         assert_eq!(c.input.visits.topic, "visits");
