@@ -90,7 +90,14 @@ fn replay(dir: &Path, input: &Path, engine: &str) -> Run {
     let _ = std::fs::remove_dir_all(&store);
     let r = measure(
         bin()
-            .args(["replay", "--log", "warn", "--fresh", "--as-of", "2030-01-01"])
+            .args([
+                "replay",
+                "--log",
+                "warn",
+                "--fresh",
+                "--as-of",
+                "2030-01-01",
+            ])
             .args(["--store-engine", engine, "--input"])
             .arg(input)
             .arg("--store")

@@ -586,18 +586,8 @@ fn prom_until(base: &str, q: &str, want: Vec<f64>) {
     }
 }
 
-fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let started = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            started.elapsed() < timeout,
-            "{what}: not within {timeout:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+fn poll<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> T {
+    common::wait_until(what, timeout, Duration::from_millis(200), f)
 }
 
 // ---------------------------------------------------------------------------------

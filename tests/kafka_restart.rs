@@ -39,18 +39,8 @@ const PARTITIONS: i32 = 6;
 /// dynamic one waits for the default 45 s session timeout.
 const RESTART_BOUND: Duration = Duration::from_secs(20);
 
-fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let started = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            started.elapsed() < timeout,
-            "{what}: not within {timeout:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn wait_for<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> T {
+    common::wait_until(what, timeout, Duration::from_millis(50), f)
 }
 
 // ---------------------------------------------------------------------------------

@@ -94,7 +94,10 @@ fn outputs_are_byte_identical_for_any_thread_count_commit_interval_and_store_eng
         o.store_options.engine = Some(engine);
         let s = replay(&o, &mut |_| {}).unwrap();
         assert_eq!(s.status_changes, reference.status_changes, "{name}");
-        assert!(read(&name) == want, "{name}: outputs differ from one thread's");
+        assert!(
+            read(&name) == want,
+            "{name}: outputs differ from one thread's"
+        );
     }
 }
 
@@ -111,7 +114,10 @@ fn a_store_keeps_its_engine_and_naming_another_is_refused() {
     again.fresh = false;
     again.store_options.engine = Some(StoreEngine::Fjall);
     let e = replay(&again, &mut |_| {}).unwrap_err().to_string();
-    assert!(e.contains("is a sled store") && e.contains("--fresh"), "{e}");
+    assert!(
+        e.contains("is a sled store") && e.contains("--fresh"),
+        "{e}"
+    );
     // Without the flag it resumes on the engine it has; --fresh rebuilds with fjall.
     again.store_options.engine = None;
     assert!(replay(&again, &mut |_| {}).unwrap().already_complete);

@@ -30,8 +30,8 @@ pub mod kv;
 pub mod mark;
 pub mod sled;
 
-pub use self::sled::{open_sled_db, SledKv, SledTreeKv, LOCK_WAIT};
 pub use self::fjall::{FjallKv, FjallMemory};
+pub use self::sled::{open_sled_db, SledKv, SledTreeKv, LOCK_WAIT};
 pub use kv::{Kv, MemKv};
 
 use crate::core::engine::{CustomerSource, Dirty, EngineMeta};
@@ -348,9 +348,7 @@ impl StoreEngine {
             Some(StoreEngine::Fjall)
         } else if ["conf", "db"].iter().any(|f| dir.join(f).exists())
             || std::fs::read_dir(dir).is_ok_and(|mut d| {
-                d.any(|e| {
-                    e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("snap."))
-                })
+                d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("snap.")))
             })
         {
             Some(StoreEngine::Sled)
@@ -489,7 +487,10 @@ impl DirStore {
             }),
             Some(StoreEngine::Fjall) => {
                 if !dir.join("version").exists() {
-                    return Err(StoreError::damaged(dir, "its fjall `version` file is missing"));
+                    return Err(StoreError::damaged(
+                        dir,
+                        "its fjall `version` file is missing",
+                    ));
                 }
                 Self::open_dir(dir, opts)
             }

@@ -178,3 +178,24 @@ pub fn changes_by_id(bootstrap: &str, min: usize) -> BTreeMap<String, Value> {
     }
     by_id
 }
+
+/// Calls `f` every `step` until it gives a value; fails the test naming `what` when
+/// `timeout` passes first.
+pub fn wait_until<T>(
+    what: &str,
+    timeout: std::time::Duration,
+    step: std::time::Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "{what}: not within {timeout:?}"
+        );
+        std::thread::sleep(step);
+    }
+}

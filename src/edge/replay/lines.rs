@@ -64,11 +64,11 @@ impl Raw {
     }
 }
 
+/// Lines read but not decoded yet: the bytes and each line's range in them.
+type RawChunk = (Vec<u8>, Vec<Range<usize>>);
+
 /// Reads up to [`CHUNK_LINES`] lines (bytes only, not decoded yet). None at the end.
-fn read_chunk(
-    reader: &mut impl BufRead,
-    path: &Path,
-) -> Result<Option<(Vec<u8>, Vec<Range<usize>>)>, ReplayError> {
+fn read_chunk(reader: &mut impl BufRead, path: &Path) -> Result<Option<RawChunk>, ReplayError> {
     let mut buf = Vec::with_capacity(CHUNK_LINES * 640);
     let mut ranges = Vec::with_capacity(CHUNK_LINES);
     while ranges.len() < CHUNK_LINES {
