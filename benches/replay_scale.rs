@@ -25,23 +25,26 @@ struct Run {
 /// Runs `cmd`, returning its wall time and peak RSS; panics with its stderr on failure.
 fn measure(cmd: &mut Command) -> Run {
     let started = Instant::now();
+    // Reaped by `wait4` below, which also reports the child's peak RSS.
+    #[allow(clippy::zombie_processes)]
     let mut child = cmd
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start churnwatch");
     let pid = child.id() as libc::pid_t;
+    // Read stderr to its end first (the child exits then), so a full pipe cannot block it.
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut err);
+    }
     let mut status = 0;
     // SAFETY: rusage is plain data; wait4 fills it for our own child.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     let wall = started.elapsed().as_secs_f64();
     assert_eq!(r, pid, "wait4 failed");
-    let mut err = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        use std::io::Read;
-        let _ = e.read_to_string(&mut err);
-    }
     assert!(
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         "{cmd:?} failed: {err}"
