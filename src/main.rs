@@ -42,8 +42,15 @@ fn render(e: &anyhow::Error) -> String {
 }
 
 /// Logs to stderr: compact lines on a terminal, JSON lines otherwise. `RUST_LOG`, when
-/// set and valid, overrides `filter`.
+/// set and valid, overrides `filter`. The store engine's own logs (fjall, lsm_tree:
+/// every open logs its recovery steps at info) show from `warn` on unless the filter
+/// names them.
 fn init_tracing(filter: &str) {
+    let filter = if filter.contains("fjall") || filter.contains("lsm_tree") {
+        filter.to_string()
+    } else {
+        format!("{filter},fjall=warn,lsm_tree=warn")
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
     let builder = tracing_subscriber::fmt()

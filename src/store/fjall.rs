@@ -57,18 +57,15 @@ impl FjallMemory {
 /// [`StoreError::Damaged`], anything else [`StoreError::Backend`].
 pub fn from_fjall(e: fjall::Error, store: &str) -> StoreError {
     use fjall::Error as F;
+    let backend = || StoreError::Backend {
+        store: store.to_string(),
+        message: e.to_string(),
+    };
     let detail = match &e {
-        F::Io(_) | F::Locked | F::Poisoned | F::KeyspaceDeleted => {
-            return StoreError::Backend {
-                store: store.to_string(),
-                message: e.to_string(),
-            }
-        }
-        F::Storage(fjall::LsmError::Io(_)) => {
-            return StoreError::Backend {
-                store: store.to_string(),
-                message: e.to_string(),
-            }
+        F::Locked | F::Poisoned | F::KeyspaceDeleted => return backend(),
+        // A missing, short or garbled file is damage; a full disk or a permission is not.
+        F::Io(io) | F::Storage(fjall::LsmError::Io(io)) if is_environment(io.kind()) => {
+            return backend()
         }
         other => format!("fjall cannot read its files ({other:?})"),
     };
@@ -76,6 +73,87 @@ pub fn from_fjall(e: fjall::Error, store: &str) -> StoreError {
         store: store.to_string(),
         detail,
     }
+}
+
+/// I/O errors that come from the machine (space, permissions, resources), not from
+/// what the store's files hold.
+fn is_environment(kind: std::io::ErrorKind) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        kind,
+        K::PermissionDenied
+            | K::StorageFull
+            | K::QuotaExceeded
+            | K::ReadOnlyFilesystem
+            | K::OutOfMemory
+            | K::Interrupted
+            | K::WouldBlock
+            | K::ResourceBusy
+            | K::FileTooLarge
+    )
+}
+
+/// Opens an existing database once in a child process first. fjall aborts the whole
+/// process (a panic that cannot unwind, seen when a manifest has a flipped byte) on
+/// some damaged files, which no guard in this process can catch; a child that dies
+/// by a signal shows the files are damaged. A child that does not finish within a
+/// minute (a lock held across `fork` by another thread) is killed and the probe
+/// counts as passed: the real open then decides.
+fn probe_open(dir: &Path, memory: FjallMemory) -> Result<(), StoreError> {
+    let devnull = b"/dev/null\0";
+    // SAFETY: fork in a process that may have other threads: the child only opens the
+    // database, then leaves with `_exit` without running destructors or atexit hooks.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Ok(()); // cannot fork: skip the probe
+    }
+    if pid == 0 {
+        // SAFETY: plain libc calls in the child; stderr goes to /dev/null so fjall's
+        // abort message does not reach the user twice.
+        unsafe {
+            let fd = libc::open(devnull.as_ptr().cast(), libc::O_WRONLY);
+            if fd >= 0 {
+                libc::dup2(fd, 2);
+                libc::dup2(fd, 1);
+            }
+        }
+        let ok = Database::builder(dir)
+            .cache_size(memory.cache.min(16 << 20))
+            .worker_threads(1)
+            .open()
+            .and_then(|db| db.keyspace(KEYSPACE, KeyspaceCreateOptions::default))
+            .is_ok();
+        // SAFETY: leaves the child at once.
+        unsafe { libc::_exit(if ok { 0 } else { 3 }) }
+    }
+    let started = std::time::Instant::now();
+    let mut status = 0;
+    loop {
+        // SAFETY: waits for our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            break;
+        }
+        if r < 0 || started.elapsed() > std::time::Duration::from_secs(60) {
+            // SAFETY: our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    if libc::WIFSIGNALED(status) {
+        return Err(StoreError::damaged(
+            dir,
+            format!(
+                "fjall aborted while recovering its files (signal {})",
+                libc::WTERMSIG(status)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn guarded<T>(store: &str, f: impl FnOnce() -> fjall::Result<T>) -> Result<T, StoreError> {
@@ -98,6 +176,9 @@ impl FjallKv {
     /// [`super::LOCK_WAIT`] for a lock released a moment ago.
     pub fn open_dir(dir: &Path, memory: FjallMemory) -> Result<FjallKv, StoreError> {
         let label = dir.display().to_string();
+        if is_fjall_dir(dir) {
+            probe_open(dir, memory)?;
+        }
         let started = std::time::Instant::now();
         let db = loop {
             let opened = catch(|| {
