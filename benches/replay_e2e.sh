@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end replay throughput and peak memory: generates a history of about
 # 1,000,000 events (50,000 customers x 5 years), replays it with the release build
-# into a fresh sled store (under /usr/bin/time for the peak resident set size), fits
+# into a fresh store (fjall, the default engine; under /usr/bin/time for the peak resident set size), fits
 # the predictive models and replays again with them (the cost of scoring).
 #
 #   benches/replay_e2e.sh [CUSTOMERS] [WORKDIR]
