@@ -229,8 +229,9 @@ struct ReplayArgs {
     /// reaches beyond today (a generated future period).
     #[arg(long)]
     as_of: Option<String>,
-    /// Commit state, progress and outputs every this many records.
-    #[arg(long, default_value_t = 200_000)]
+    /// Commit state, progress and outputs every this many records (each commit is
+    /// written on a thread of its own while the replay goes on).
+    #[arg(long, default_value_t = churnwatch::edge::replay::DEFAULT_COMMIT_EVERY)]
     commit_every: u64,
     /// Memory budget in MiB: half for customers kept in memory, a quarter for the
     /// store engine's caches and write buffers (the rest: timers, one commit's

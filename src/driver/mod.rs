@@ -393,15 +393,40 @@ impl<K: Kv> Driver<K> {
         cache_capacity: usize,
         with: impl FnOnce(&Dirty, &mut Batch) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let dirty = self.engine.take_dirty();
-        let mut batch = Batch::new();
-        batch.dirty(&dirty)?;
-        with(&dirty, &mut batch)?;
-        self.store.write(batch)?;
-        self.since_commit = 0;
+        let dirty = self.detach_commit();
+        write_commit(&self.store, &dirty, with)?;
         self.engine.evict(cache_capacity);
         Ok(())
     }
+
+    /// The first half of a commit, for an edge that writes it elsewhere (file replay
+    /// writes on a thread of its own while the engine goes on): everything changed
+    /// since the last commit, the cache marked clean. The caller must write it with
+    /// [`write_commit`] and may call [`Driver::evict`] only once that write is done:
+    /// an evicted customer is read back from the store.
+    pub fn detach_commit(&mut self) -> Dirty {
+        self.since_commit = 0;
+        self.engine.take_dirty()
+    }
+
+    /// Keeps at most `cache_capacity` customers in memory; call it only when every
+    /// detached commit is written (see [`Driver::detach_commit`]).
+    pub fn evict(&mut self, cache_capacity: usize) {
+        self.engine.evict(cache_capacity);
+    }
+}
+
+/// Writes one commit into `store` in one atomic batch: the engine's changes in `dirty`
+/// plus what `with` adds (the edge's progress record, outbox entries).
+pub fn write_commit<K: Kv>(
+    store: &Store<K>,
+    dirty: &Dirty,
+    with: impl FnOnce(&Dirty, &mut Batch) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut batch = Batch::new();
+    batch.dirty(dirty)?;
+    with(dirty, &mut batch)?;
+    store.write(batch)
 }
 
 #[cfg(test)]

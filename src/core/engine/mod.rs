@@ -27,6 +27,7 @@ use crate::core::status::{
 use crate::core::time::Ts;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 /// Where the engine gets customer state it does not hold in memory.
 pub trait CustomerSource {
@@ -99,6 +100,8 @@ pub struct EngineMeta {
 }
 
 struct Entry {
+    /// The customer id, shared with the cache key and the timer index (one copy).
+    id: Arc<str>,
     state: CustomerState,
     dirty: bool,
     persisted_deadline: Option<Ts>,
@@ -140,8 +143,8 @@ pub struct Engine {
     max_seen: Option<Ts>,
     watermark: Option<Ts>,
     pending: BTreeMap<(Ts, String), Event>,
-    timers: BTreeSet<(Ts, String)>,
-    cache: HashMap<String, Entry>,
+    timers: BTreeSet<(Ts, Arc<str>)>,
+    cache: HashMap<Arc<str>, Box<Entry>>,
     counters: Counters,
 }
 
@@ -162,7 +165,10 @@ impl Engine {
                 .into_iter()
                 .map(|e| ((e.event_time, e.event_id.clone()), e))
                 .collect(),
-            timers: timers.into_iter().collect(),
+            timers: timers
+                .into_iter()
+                .map(|(t, id)| (t, Arc::from(id)))
+                .collect(),
             cache: HashMap::new(),
             counters: meta.counters,
         }
@@ -352,13 +358,15 @@ impl Engine {
         if !self.cache.contains_key(customer) {
             match src.load(customer)? {
                 Some(state) => {
+                    let id: Arc<str> = Arc::from(customer);
                     self.cache.insert(
-                        customer.to_string(),
-                        Entry {
+                        id.clone(),
+                        Box::new(Entry {
+                            id,
                             persisted_deadline: state.next_deadline,
                             state,
                             dirty: false,
-                        },
+                        }),
                     );
                 }
                 None => return Ok(()),
@@ -394,7 +402,7 @@ impl Engine {
             .expect("cached before evaluate");
         let state = &mut entry.state;
         let Some(status) = state.status_at(t, &self.policy) else {
-            set_deadline(&mut self.timers, state, None);
+            set_deadline(&mut self.timers, &entry.id, state, None);
             return;
         };
         let mut extra_deadline = None;
@@ -469,7 +477,7 @@ impl Engine {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        set_deadline(&mut self.timers, state, next);
+        set_deadline(&mut self.timers, &entry.id, state, next);
         entry.dirty = true;
     }
 
@@ -480,10 +488,10 @@ impl Engine {
         for (id, e) in self.cache.iter_mut().filter(|(_, e)| e.dirty) {
             if e.persisted_deadline != e.state.next_deadline {
                 if let Some(old) = e.persisted_deadline {
-                    d.timers_removed.push((old, id.clone()));
+                    d.timers_removed.push((old, id.to_string()));
                 }
                 if let Some(new) = e.state.next_deadline {
-                    d.timers_added.push((new, id.clone()));
+                    d.timers_added.push((new, id.to_string()));
                 }
                 e.persisted_deadline = e.state.next_deadline;
             }
@@ -524,14 +532,16 @@ impl Engine {
 
 /// The customer's cached entry, loaded from the source or created on first sight.
 fn entry<'a, S: CustomerSource>(
-    cache: &'a mut HashMap<String, Entry>,
+    cache: &'a mut HashMap<Arc<str>, Box<Entry>>,
     counters: &mut Counters,
     e: &Event,
     src: &S,
 ) -> Result<&'a mut Entry, S::Error> {
-    if !cache.contains_key(&e.customer_id) {
+    if !cache.contains_key(e.customer_id.as_str()) {
+        let id: Arc<str> = Arc::from(e.customer_id.as_str());
         let entry = match src.load(&e.customer_id)? {
             Some(state) => Entry {
+                id: id.clone(),
                 persisted_deadline: state.next_deadline,
                 state,
                 dirty: false,
@@ -539,15 +549,16 @@ fn entry<'a, S: CustomerSource>(
             None => {
                 counters.customers += 1;
                 Entry {
+                    id: id.clone(),
                     state: CustomerState::new(&e.customer_id, &e.dealer_id),
                     dirty: true,
                     persisted_deadline: None,
                 }
             }
         };
-        cache.insert(e.customer_id.clone(), entry);
+        cache.insert(id, Box::new(entry));
     }
-    Ok(cache.get_mut(&e.customer_id).expect("inserted"))
+    Ok(cache.get_mut(e.customer_id.as_str()).expect("inserted"))
 }
 
 /// What caused an evaluation besides the state itself; its reason text is only built
@@ -589,18 +600,23 @@ impl Extra<'_> {
     }
 }
 
-fn set_deadline(timers: &mut BTreeSet<(Ts, String)>, state: &mut CustomerState, next: Option<Ts>) {
+fn set_deadline(
+    timers: &mut BTreeSet<(Ts, Arc<str>)>,
+    id: &Arc<str>,
+    state: &mut CustomerState,
+    next: Option<Ts>,
+) {
     if state.next_deadline == next {
         if let Some(n) = next {
-            timers.insert((n, state.customer_id.clone()));
+            timers.insert((n, id.clone()));
         }
         return;
     }
     if let Some(old) = state.next_deadline {
-        timers.remove(&(old, state.customer_id.clone()));
+        timers.remove(&(old, id.clone()));
     }
     if let Some(n) = next {
-        timers.insert((n, state.customer_id.clone()));
+        timers.insert((n, id.clone()));
     }
     state.next_deadline = next;
 }

@@ -9,6 +9,7 @@
 //! happen at fixed record counts, so a resumed run writes the same bytes as an
 //! uninterrupted one.
 
+mod commit;
 mod lines;
 mod output;
 mod summary;
@@ -22,6 +23,7 @@ use crate::core::policy::Policy;
 use crate::core::time::Ts;
 use crate::driver::{Driver, Origin, Outcome, Outputs as Produced};
 use crate::store::{mark, AnyKv, DirStore, StoreError, StoreOptions};
+use commit::Committer;
 use output::Outputs;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
@@ -84,7 +86,7 @@ impl ReplayOptions {
             dead_letter,
             format: Format::Json,
             fresh: false,
-            commit_every: 200_000,
+            commit_every: DEFAULT_COMMIT_EVERY,
             cache_capacity: customers_in(DEFAULT_MEMORY_BUDGET),
             store_options: StoreOptions {
                 engine: None,
@@ -97,6 +99,12 @@ impl ReplayOptions {
         }
     }
 }
+
+/// Records between two commits by default. A commit holds a copy of every customer
+/// changed since the previous one until it is written, so this bounds that memory; the
+/// writes happen on the writer thread while the engine goes on, so commits this
+/// frequent cost little time.
+pub const DEFAULT_COMMIT_EVERY: u64 = 50_000;
 
 /// The default memory budget of a replay: 512 MiB.
 pub const DEFAULT_MEMORY_BUDGET: u64 = 512 << 20;
@@ -259,20 +267,23 @@ fn remove_store(dir: &Path) -> Result<(), ReplayError> {
     std::fs::remove_dir_all(dir).map_err(io("cannot remove store", dir))
 }
 
-/// The replay's state between records: the driver, the output files and the
-/// progress record committed with the engine's state.
+/// The replay's state between records: the driver, the outputs since the last
+/// commit, the committer writing commits on its own thread and the progress record
+/// committed with the engine's state.
 struct Run<'a> {
     opts: &'a ReplayOptions,
     driver: Driver<AnyKv>,
-    outs: Outputs,
+    committer: Committer,
     produced: Produced,
+    changes: Vec<crate::core::status::StatusChange>,
+    dead: Vec<crate::driver::DeadLetter>,
     p: Progress,
     started: Instant,
     elapsed_before: u64,
 }
 
 impl Run<'_> {
-    /// Hands one record to the driver and moves its outputs to the files' buffers.
+    /// Hands one record to the driver and keeps its outputs for the next commit.
     fn handle(
         &mut self,
         source: &str,
@@ -293,34 +304,42 @@ impl Run<'_> {
             self.p.bad += 1;
         }
         self.p.field_issues += h.fields_dropped as u64;
-        self.collect()
-    }
-
-    fn collect(&mut self) -> Result<(), ReplayError> {
-        for d in self.produced.dead.drain(..) {
-            self.outs.dead(&d)?;
-        }
-        self.outs.changes.append(&mut self.produced.changes);
+        self.collect();
         Ok(())
     }
 
-    /// Writes and fsyncs the outputs, then commits state and progress (with the
-    /// outputs' lengths) in one batch.
+    fn collect(&mut self) {
+        self.dead.append(&mut self.produced.dead);
+        self.changes.append(&mut self.produced.changes);
+    }
+
+    /// Hands the outputs kept so far to the writer thread.
+    fn hand_over(&mut self) -> Result<(), ReplayError> {
+        let changes = std::mem::take(&mut self.changes);
+        let dead = std::mem::take(&mut self.dead);
+        self.committer.outputs(changes, dead)
+    }
+
+    /// Hands a commit to the writer: the outputs since the last one, then state and
+    /// progress (with the outputs' lengths) in one batch. Waits for the previous
+    /// commit first, and only then lets customers out of memory (see the `commit`
+    /// module).
     fn commit(&mut self) -> Result<(), ReplayError> {
-        let (o, d) = self.outs.sync()?;
-        self.p.out_len = o;
-        self.p.dead_len = d;
+        self.hand_over()?;
+        self.settle()?;
+        self.driver.evict(self.opts.cache_capacity);
         self.p.elapsed_ms = self.elapsed_before + self.started.elapsed().as_millis() as u64;
-        let p = &self.p;
-        self.driver.commit(self.opts.cache_capacity, |_, batch| {
-            batch.progress(SOURCE, p)?;
-            Ok(())
-        })?;
-        let m = mark::Mark {
-            position: p.records,
-            finished: p.finished,
-        };
-        mark::write(&self.opts.store, &m).map_err(io("cannot write", &mark::path(&self.opts.store)))
+        let dirty = self.driver.detach_commit();
+        self.committer.commit(dirty, self.p.clone())
+    }
+
+    /// Waits for the commit in flight to be written.
+    fn settle(&mut self) -> Result<(), ReplayError> {
+        if let Some((o, d)) = self.committer.wait()? {
+            self.p.out_len = o;
+            self.p.dead_len = d;
+        }
+        Ok(())
     }
 
     /// Commits when the record count reaches a commit point.
@@ -404,11 +423,14 @@ pub fn replay(
     let mut driver = Driver::open(store, opts.policy.clone())?;
     driver.set_latest(Some(Ts(p.as_of_ms.saturating_add(CLOCK_SKEW_MS))));
     let outs = Outputs::open(opts, &p)?;
+    let committer = Committer::start(outs, driver.store().clone(), opts.store.clone())?;
     let mut run = Run {
         opts,
         driver,
-        outs,
+        committer,
         produced: Produced::default(),
+        changes: Vec::new(),
+        dead: Vec::new(),
         elapsed_before: p.elapsed_ms,
         p,
         started: Instant::now(),
@@ -441,6 +463,9 @@ pub fn replay(
                 };
                 run.handle(source, r, raw)?;
                 run.maybe_commit(progress, done_before, bytes_total)?;
+                if run.p.records % lines::CHUNK_LINES as u64 == 0 {
+                    run.hand_over()?;
+                }
             }
             // An I/O error ends the records early; it must not pass for the end.
             if let Some(e) = records.take_error() {
@@ -461,7 +486,7 @@ pub fn replay(
                     let done = done_before + run.p.position;
                     run.maybe_commit(progress, done, bytes_total)?;
                 }
-                Ok(())
+                run.hand_over()
             })?;
         }
         run.p.file_index += 1;
@@ -472,9 +497,10 @@ pub fn replay(
         run.driver.advance_to(until, &mut run.produced)?;
     }
     run.driver.finish(&mut run.produced)?;
-    run.collect()?;
+    run.collect();
     run.p.finished = true;
     run.commit()?;
+    run.settle()?;
     progress(ReplayProgress {
         bytes_done: bytes_total,
         bytes_total,

@@ -37,7 +37,7 @@ pub(super) struct Outputs {
     dead_path: PathBuf,
     out: Sink,
     dead: BufWriter<File>,
-    pub(super) changes: Vec<StatusChange>,
+    changes: Vec<StatusChange>,
 }
 
 /// Flushes a buffered file, fsyncs it and returns its length.
@@ -103,18 +103,29 @@ impl Outputs {
             .map_err(io("cannot write dead letters to", &self.dead_path))
     }
 
-    /// Writes the buffered changes, flushes and fsyncs both files; returns their lengths.
-    pub(super) fn sync(&mut self) -> Result<(u64, u64), ReplayError> {
-        let out_len = match &mut self.out {
+    /// Takes status changes in order: JSON lines are written at once (through the
+    /// file's buffer; what the next commit does not cover is cut back on resume), an
+    /// Avro container keeps them for one block per commit.
+    pub(super) fn changes(&mut self, changes: &mut Vec<StatusChange>) -> Result<(), ReplayError> {
+        match &mut self.out {
             Sink::Json(w) => {
-                for c in &self.changes {
-                    serde_json::to_writer(&mut *w, c)
+                for c in changes.drain(..) {
+                    serde_json::to_writer(&mut *w, &c)
                         .map_err(std::io::Error::from)
                         .and_then(|_| w.write_all(b"\n"))
                         .map_err(io("cannot write status changes to", &self.out_path))?;
                 }
-                sync_file(w, &self.out_path)?
             }
+            Sink::Avro(_) => self.changes.append(changes),
+        }
+        Ok(())
+    }
+
+    /// Writes what is kept for the commit, flushes and fsyncs both files; returns
+    /// their lengths.
+    pub(super) fn sync(&mut self) -> Result<(u64, u64), ReplayError> {
+        let out_len = match &mut self.out {
+            Sink::Json(w) => sync_file(w, &self.out_path)?,
             Sink::Avro(w) => {
                 let avro_err = |source| ReplayError::Avro {
                     path: self.out_path.clone(),
