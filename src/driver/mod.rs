@@ -393,7 +393,8 @@ impl<K: Kv> Driver<K> {
         cache_capacity: usize,
         with: impl FnOnce(&Dirty, &mut Batch) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let dirty = self.detach_commit();
+        let dirty = self.engine.take_dirty();
+        self.since_commit = 0;
         write_commit(&self.store, &dirty, with)?;
         self.engine.evict(cache_capacity);
         Ok(())
@@ -401,12 +402,18 @@ impl<K: Kv> Driver<K> {
 
     /// The first half of a commit, for an edge that writes it elsewhere (file replay
     /// writes on a thread of its own while the engine goes on): everything changed
-    /// since the last commit, the cache marked clean. The caller must write it with
-    /// [`write_commit`] and may call [`Driver::evict`] only once that write is done:
-    /// an evicted customer is read back from the store.
-    pub fn detach_commit(&mut self) -> Dirty {
+    /// since the last commit as a store batch, customers encoded where they lie (no
+    /// copy of their state), the cache marked clean. The caller adds its progress,
+    /// writes the batch with [`Store::write`] and may call [`Driver::evict`] only once
+    /// that write is done: an evicted customer is read back from the store.
+    pub fn detach_commit(&mut self) -> Result<Batch, StoreError> {
+        let mut batch = Batch::new();
+        let dirty = self
+            .engine
+            .take_dirty_with(|c| batch.customer(c).map(drop))?;
+        batch.dirty(&dirty)?;
         self.since_commit = 0;
-        self.engine.take_dirty()
+        Ok(batch)
     }
 
     /// Keeps at most `cache_capacity` customers in memory; call it only when every

@@ -245,9 +245,7 @@ impl Batch {
             dirty.customers.len() + dirty.timers_added.len() + dirty.timers_removed.len() + 1,
         );
         for c in &dirty.customers {
-            let k = key(CUSTOMERS, c.customer_id.as_bytes());
-            let v = encode(c, &k)?;
-            self.ops.push((k, Some(v)));
+            self.customer(c)?;
         }
         for (at, id) in &dirty.timers_removed {
             self.ops.push((timer_key(*at, id), None));
@@ -257,6 +255,14 @@ impl Batch {
         }
         let meta = encode(&dirty.meta, META_KEY)?;
         self.ops.push((META_KEY.to_vec(), Some(meta)));
+        Ok(self)
+    }
+
+    /// One customer's state (replaces the stored one).
+    pub fn customer(&mut self, c: &CustomerState) -> Result<&mut Self, StoreError> {
+        let k = key(CUSTOMERS, c.customer_id.as_bytes());
+        let v = encode(c, &k)?;
+        self.ops.push((k, Some(v)));
         Ok(self)
     }
 

@@ -484,6 +484,27 @@ impl Engine {
     /// Everything changed since the last call, for one atomic store batch; marks the
     /// cache clean.
     pub fn take_dirty(&mut self) -> Dirty {
+        let mut customers = Vec::new();
+        let mut d = self
+            .take_dirty_with(|s| {
+                customers.push(s.clone());
+                Ok::<_, std::convert::Infallible>(())
+            })
+            .unwrap_or_else(|never| match never {});
+        d.customers = customers;
+        d
+    }
+
+    /// Like [`Engine::take_dirty`], but hands each changed customer state to `each`
+    /// (to encode it where it lies, without a copy) instead of returning it: the
+    /// result's `customers` is empty. On an error from `each` the cache stays dirty.
+    pub fn take_dirty_with<E>(
+        &mut self,
+        mut each: impl FnMut(&CustomerState) -> Result<(), E>,
+    ) -> Result<Dirty, E> {
+        for e in self.cache.values().filter(|e| e.dirty) {
+            each(&e.state)?;
+        }
         let mut d = Dirty::default();
         for (id, e) in self.cache.iter_mut().filter(|(_, e)| e.dirty) {
             if e.persisted_deadline != e.state.next_deadline {
@@ -495,11 +516,10 @@ impl Engine {
                 }
                 e.persisted_deadline = e.state.next_deadline;
             }
-            d.customers.push(e.state.clone());
             e.dirty = false;
         }
         d.meta = self.meta();
-        d
+        Ok(d)
     }
 
     /// The engine meta as it stands.

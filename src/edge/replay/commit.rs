@@ -14,10 +14,9 @@
 
 use super::output::Outputs;
 use super::{io, Progress, ReplayError, SOURCE};
-use crate::core::engine::Dirty;
 use crate::core::status::StatusChange;
-use crate::driver::{write_commit, DeadLetter};
-use crate::store::{mark, AnyKv, Store};
+use crate::driver::DeadLetter;
+use crate::store::{mark, AnyKv, Batch, Store};
 use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::thread::JoinHandle;
@@ -30,9 +29,9 @@ const QUEUE: usize = 16;
 enum Msg {
     /// Outputs of the records handled since the previous message.
     Out(Vec<StatusChange>, Vec<DeadLetter>),
-    /// A commit: the engine's changes since the previous one and the progress to
-    /// commit (its output lengths are filled in by the writer).
-    Commit(Box<Dirty>, Box<Progress>),
+    /// A commit: the engine's changes since the previous one (encoded) and the
+    /// progress to commit (its output lengths are filled in by the writer).
+    Commit(Batch, Box<Progress>),
 }
 
 /// The output files' lengths after a commit.
@@ -71,12 +70,11 @@ impl Committer {
                                 }
                             }
                         }
-                        Msg::Commit(dirty, progress) => {
+                        Msg::Commit(batch, progress) => {
                             let r = match failed.take() {
                                 Some(e) => Err(e),
-                                None => commit(&mut outs, &store, &dir, &dirty, *progress),
+                                None => commit(&mut outs, &store, &dir, batch, *progress),
                             };
-                            drop(dirty);
                             let stop = r.is_err();
                             if report.send(r).is_err() || stop {
                                 return;
@@ -111,9 +109,9 @@ impl Committer {
     }
 
     /// Hands over a commit; call [`Committer::wait`] first.
-    pub(super) fn commit(&mut self, dirty: Dirty, progress: Progress) -> Result<(), ReplayError> {
+    pub(super) fn commit(&mut self, batch: Batch, progress: Progress) -> Result<(), ReplayError> {
         debug_assert!(!self.in_flight, "one commit in flight at most");
-        self.send(Msg::Commit(Box::new(dirty), Box::new(progress)))?;
+        self.send(Msg::Commit(batch, Box::new(progress)))?;
         self.in_flight = true;
         Ok(())
     }
@@ -188,16 +186,14 @@ fn commit(
     outs: &mut Outputs,
     store: &Store<AnyKv>,
     dir: &std::path::Path,
-    dirty: &Dirty,
+    mut batch: Batch,
     mut progress: Progress,
 ) -> Result<Lengths, ReplayError> {
     let (o, d) = outs.sync()?;
     progress.out_len = o;
     progress.dead_len = d;
-    write_commit(store, dirty, |_, batch| {
-        batch.progress(SOURCE, &progress)?;
-        Ok(())
-    })?;
+    batch.progress(SOURCE, &progress)?;
+    store.write(batch)?;
     let m = mark::Mark {
         position: progress.records,
         finished: progress.finished,

@@ -100,11 +100,12 @@ impl ReplayOptions {
     }
 }
 
-/// Records between two commits by default. A commit holds a copy of every customer
-/// changed since the previous one until it is written, so this bounds that memory; the
-/// writes happen on the writer thread while the engine goes on, so commits this
-/// frequent cost little time.
-pub const DEFAULT_COMMIT_EVERY: u64 = 50_000;
+/// Records between two commits by default. Each commit rewrites every customer changed
+/// since the previous one (most of them, with timers), so fewer commits write less:
+/// on the 200,000-customer history, 50,000 instead of 200,000 took 1.6× the time for
+/// 0.77× the peak memory. A commit holds its customers encoded (not copied) until the
+/// writer thread has stored them.
+pub const DEFAULT_COMMIT_EVERY: u64 = 200_000;
 
 /// The default memory budget of a replay: 512 MiB.
 pub const DEFAULT_MEMORY_BUDGET: u64 = 512 << 20;
@@ -329,8 +330,8 @@ impl Run<'_> {
         self.settle()?;
         self.driver.evict(self.opts.cache_capacity);
         self.p.elapsed_ms = self.elapsed_before + self.started.elapsed().as_millis() as u64;
-        let dirty = self.driver.detach_commit();
-        self.committer.commit(dirty, self.p.clone())
+        let batch = self.driver.detach_commit()?;
+        self.committer.commit(batch, self.p.clone())
     }
 
     /// Waits for the commit in flight to be written.
