@@ -66,7 +66,7 @@ fn replaying_twice_gives_byte_identical_output() {
 }
 
 #[test]
-fn outputs_are_byte_identical_for_any_thread_count_commit_interval_and_store_engine() {
+fn outputs_are_byte_identical_for_any_thread_count_commit_interval_cache_size_and_store_engine() {
     use churnwatch::store::StoreEngine;
     let dir = tempfile::tempdir().unwrap();
     let input = history(dir.path(), 400, 5);
@@ -81,16 +81,21 @@ fn outputs_are_byte_identical_for_any_thread_count_commit_interval_and_store_eng
         )
     };
     let want = read("base");
-    for (threads, commit_every, engine) in [
-        (2, 200_000, StoreEngine::Fjall),
-        (3, 101, StoreEngine::Fjall),
-        (8, 1, StoreEngine::Fjall),
-        (2, 997, StoreEngine::Sled),
+    // (threads, commit interval, store engine, customers kept in memory): a small
+    // cache makes customers leave memory between commits and come back from the store.
+    for (threads, commit_every, engine, cache) in [
+        (2, 200_000, StoreEngine::Fjall, 100_000),
+        (3, 101, StoreEngine::Fjall, 100_000),
+        (8, 1, StoreEngine::Fjall, 100_000),
+        (2, 997, StoreEngine::Sled, 100_000),
+        (2, 5_000, StoreEngine::Fjall, 16),
+        (1, 200_000, StoreEngine::Fjall, 16),
     ] {
-        let name = format!("t{threads}-c{commit_every}-{engine}");
+        let name = format!("t{threads}-c{commit_every}-{engine}-m{cache}");
         let mut o = opts(&input, dir.path(), &name);
         o.threads = threads;
         o.commit_every = commit_every;
+        o.cache_capacity = cache;
         o.store_options.engine = Some(engine);
         let s = replay(&o, &mut |_| {}).unwrap();
         assert_eq!(s.status_changes, reference.status_changes, "{name}");

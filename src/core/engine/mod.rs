@@ -9,7 +9,7 @@
 //! Semantics:
 //! - *Stream time* (the watermark) is the largest record time seen minus the allowed
 //!   lateness. Events newer than stream time wait in a buffer; when stream time passes
-//!   them they are applied in event-time order (ties by event id), interleaved with due
+//!   them they are applied in event-time order (ties by event id, then customer id), interleaved with due
 //!   timers. So the same events in any arrival order within the lateness give the same
 //!   states and the same status changes.
 //! - Every customer has at most one timer: the next instant their status can change
@@ -142,7 +142,10 @@ pub struct Engine {
     policy: Policy,
     max_seen: Option<Ts>,
     watermark: Option<Ts>,
-    pending: BTreeMap<(Ts, String), Event>,
+    /// Keyed by event time, event id and customer: two customers' events that share
+    /// an id and an instant are both kept (a duplicate is the same id for the same
+    /// customer).
+    pending: BTreeMap<(Ts, String, String), Event>,
     timers: BTreeSet<(Ts, Arc<str>)>,
     cache: HashMap<Arc<str>, Box<Entry>>,
     counters: Counters,
@@ -163,7 +166,7 @@ impl Engine {
             pending: meta
                 .pending
                 .into_iter()
-                .map(|e| ((e.event_time, e.event_id.clone()), e))
+                .map(|e| ((e.event_time, e.event_id.clone(), e.customer_id.clone()), e))
                 .collect(),
             timers: timers
                 .into_iter()
@@ -239,7 +242,7 @@ impl Engine {
                     }
                 } else {
                     let t = e.event_time;
-                    let key = (t, e.event_id.clone());
+                    let key = (t, e.event_id.clone(), e.customer_id.clone());
                     let arrival = match self.pending.entry(key) {
                         std::collections::btree_map::Entry::Occupied(_) => {
                             self.counters.duplicates += 1;

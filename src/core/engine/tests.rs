@@ -259,6 +259,37 @@ fn extended_warranty_expiring_raises_prevent_for_active_customer() {
 }
 
 #[test]
+fn one_event_id_at_one_instant_under_two_customers_is_two_events() {
+    let mut e = Engine::new(Policy::default());
+    run(
+        &mut e,
+        vec![
+            ro(
+                "r1",
+                "A",
+                "2024-01-01T00:00:00Z",
+                "maintenance",
+                1000.0,
+                500.0,
+            ),
+            ro(
+                "r1",
+                "B",
+                "2024-01-01T00:00:00Z",
+                "maintenance",
+                1000.0,
+                500.0,
+            ),
+            tick("2024-02-01T00:00:00Z"),
+        ],
+    );
+    assert_eq!(e.counters().duplicates, 0);
+    for c in ["A", "B"] {
+        assert_eq!(e.cached(c).unwrap().ro_count, 1, "customer {c}");
+    }
+}
+
+#[test]
 fn duplicates_are_no_ops() {
     let mut e = Engine::new(Policy::default());
     run(

@@ -127,6 +127,30 @@ impl Committer {
         }
     }
 
+    /// Whether a commit is in flight, collecting its result if it is done (without
+    /// waiting): Ok(None) when none is in flight any more.
+    pub(super) fn poll(&mut self) -> Result<Option<Lengths>, ReplayError> {
+        if !self.in_flight {
+            return Ok(None);
+        }
+        match self.done.try_recv() {
+            Ok(r) => {
+                self.in_flight = false;
+                r.map(Some)
+            }
+            Err(std::sync::mpsc::TryRecvError::Empty) => Ok(None),
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                self.in_flight = false;
+                Err(self.died())
+            }
+        }
+    }
+
+    /// Whether a commit is being written.
+    pub(super) fn in_flight(&self) -> bool {
+        self.in_flight
+    }
+
     fn send(&mut self, msg: Msg) -> Result<(), ReplayError> {
         let tx = self.tx.as_ref().expect("open until drop");
         if tx.send(msg).is_ok() {

@@ -314,11 +314,25 @@ impl Run<'_> {
         self.changes.append(&mut self.produced.changes);
     }
 
-    /// Hands the outputs kept so far to the writer thread.
+    /// Hands the outputs kept so far to the writer thread, and keeps the customers in
+    /// memory near the cache capacity between commits: once the commit in flight is
+    /// written, a cache grown past the capacity by customers read back from the store
+    /// is cut to seven eighths of it (dirty customers stay).
     fn hand_over(&mut self) -> Result<(), ReplayError> {
         let changes = std::mem::take(&mut self.changes);
         let dead = std::mem::take(&mut self.dead);
-        self.committer.outputs(changes, dead)
+        self.committer.outputs(changes, dead)?;
+        let cap = self.opts.cache_capacity;
+        if self.driver.engine().cached_customers() > cap {
+            if let Some((o, d)) = self.committer.poll()? {
+                self.p.out_len = o;
+                self.p.dead_len = d;
+            }
+            if !self.committer.in_flight() {
+                self.driver.evict(cap - cap / 8);
+            }
+        }
+        Ok(())
     }
 
     /// Hands a commit to the writer: the outputs since the last one, then state and
