@@ -79,15 +79,35 @@ pub fn restore_from_changelog(
     records: impl IntoIterator<Item = ChangelogRecord>,
     end: i64,
 ) -> Result<usize, StoreError> {
-    let mut meta: Option<(Box<EngineMeta>, Progress)> = None;
-    // Latest state confirmed by a meta record seen so far, and the newest state
-    // whose commit is not confirmed yet.
-    let mut customers: BTreeMap<String, Box<CustomerState>> = BTreeMap::new();
-    let mut newer: BTreeMap<String, (u64, Box<CustomerState>)> = BTreeMap::new();
+    let mut fold = ChangelogFold::default();
     for r in records {
+        fold.push(r);
+    }
+    fold.write(store, end)
+}
+
+/// One partition's changelog folded record by record as it is read, so that a restore
+/// holds one state per customer rather than the whole log (an uncompacted changelog
+/// holds a customer once per commit that changed it). [`ChangelogFold::write`] puts
+/// the result into the partition's tree; see [`restore_from_changelog`] for what is
+/// kept.
+#[derive(Default)]
+pub struct ChangelogFold {
+    meta: Option<(Box<EngineMeta>, Progress)>,
+    /// Latest state confirmed by a meta record seen so far.
+    customers: BTreeMap<String, Box<CustomerState>>,
+    /// The newest state whose commit is not confirmed yet.
+    newer: BTreeMap<String, (u64, Box<CustomerState>)>,
+    records: u64,
+}
+
+impl ChangelogFold {
+    /// Adds the next record of the partition's changelog, in log order.
+    pub fn push(&mut self, r: ChangelogRecord) {
+        self.records += 1;
         match r {
             ChangelogRecord::Customer { seq, state } => {
-                newer.insert(state.customer_id.clone(), (seq, state));
+                self.newer.insert(state.customer_id.clone(), (seq, state));
             }
             ChangelogRecord::Meta {
                 seq,
@@ -95,41 +115,54 @@ pub fn restore_from_changelog(
                 offsets,
             } => {
                 // Every customer record of commits up to `seq` is now confirmed.
-                let confirmed: Vec<String> = newer
+                let confirmed: Vec<String> = self
+                    .newer
                     .iter()
                     .filter(|(_, (s, _))| *s <= seq)
                     .map(|(k, _)| k.clone())
                     .collect();
                 for k in confirmed {
-                    let (_, v) = newer.remove(&k).expect("listed");
-                    customers.insert(k, v);
+                    let (_, v) = self.newer.remove(&k).expect("listed");
+                    self.customers.insert(k, v);
                 }
-                meta = Some((m, Progress { seq, offsets }));
+                self.meta = Some((m, Progress { seq, offsets }));
             }
         }
     }
-    for (k, (_, v)) in newer {
-        customers.entry(k).or_insert(v);
+
+    /// The records pushed so far.
+    pub fn records(&self) -> u64 {
+        self.records
     }
-    let (meta, progress) = meta.unwrap_or_default();
-    let mut dirty = Dirty {
-        meta: *meta,
-        ..Dirty::default()
-    };
-    for (_, state) in customers {
-        if let Some(d) = state.next_deadline {
-            dirty.timers_added.push((d, state.customer_id.clone()));
+
+    /// Writes the folded state into `store` (which the caller has cleared) in one
+    /// batch, with changelog offset `end` as the changelog's end. Returns the number
+    /// of customers restored.
+    pub fn write(self, store: &Store<SledTreeKv>, end: i64) -> Result<usize, StoreError> {
+        let mut customers = self.customers;
+        for (k, (_, v)) in self.newer {
+            customers.entry(k).or_insert(v);
         }
-        dirty.customers.push(*state);
+        let (meta, progress) = self.meta.unwrap_or_default();
+        let mut dirty = Dirty {
+            meta: *meta,
+            ..Dirty::default()
+        };
+        for (_, state) in customers {
+            if let Some(d) = state.next_deadline {
+                dirty.timers_added.push((d, state.customer_id.clone()));
+            }
+            dirty.customers.push(*state);
+        }
+        let n = dirty.customers.len();
+        let mut batch = Batch::new();
+        batch
+            .dirty(&dirty)?
+            .progress(PROGRESS, &progress)?
+            .progress(CHANGELOG_END, &end)?;
+        store.write(batch)?;
+        Ok(n)
     }
-    let n = dirty.customers.len();
-    let mut batch = Batch::new();
-    batch
-        .dirty(&dirty)?
-        .progress(PROGRESS, &progress)?
-        .progress(CHANGELOG_END, &end)?;
-    store.write(batch)?;
-    Ok(n)
 }
 
 #[cfg(test)]
