@@ -21,7 +21,7 @@ use crate::core::policy::Policy;
 use crate::edge::kafka::config::Config;
 use crate::edge::kafka::error::{kafka, ServiceError};
 use crate::edge::kafka::partition::{
-    changelog_end, has_state, ChangelogFold, ChangelogRecord, Partition,
+    changelog_end, has_state, ChangelogFold, FoldError, Partition,
 };
 use crate::edge::kafka::shared::Shared;
 use crate::edge::kafka::topics::restorer_config;
@@ -75,8 +75,9 @@ struct Job {
     end: i64,
 }
 
-/// Changelog records on their way to a restore thread: (partition, offset, value).
-type Chunk = Vec<(i32, i64, Vec<u8>)>;
+/// Changelog records on their way to a restore thread: (partition, offset, key,
+/// value).
+type Chunk = Vec<(i32, i64, Option<Vec<u8>>, Vec<u8>)>;
 
 /// Opens partitions from local state or the changelog.
 pub(crate) struct Restorer {
@@ -383,7 +384,12 @@ impl Restorer {
                     records += 1;
                     let t = *i % threads;
                     if let Some(v) = m.payload() {
-                        chunks[t].push((m.partition(), off, v.to_vec()));
+                        chunks[t].push((
+                            m.partition(),
+                            off,
+                            m.key().map(<[u8]>::to_vec),
+                            v.to_vec(),
+                        ));
                     }
                     if off + 1 >= *end {
                         remaining -= 1;
@@ -433,21 +439,25 @@ fn fold_and_write(
         .iter()
         .map(|j| (j.p, ChangelogFold::default()))
         .collect();
+    let error = |p: i32, e: FoldError| match e {
+        FoldError::Record { offset, source } => ServiceError::ChangelogRecord {
+            topic: topic.to_string(),
+            partition: p,
+            offset,
+            reason: match source {
+                StoreError::Corrupt { reason, .. } => reason,
+                other => other.to_string(),
+            },
+        },
+        FoldError::Store(e) => ServiceError::Store(e),
+    };
     for chunk in rx {
-        for (p, offset, value) in chunk {
-            let record = ChangelogRecord::decode(&value).map_err(|e| {
-                let reason = match e {
-                    StoreError::Corrupt { reason, .. } => reason,
-                    other => other.to_string(),
-                };
-                ServiceError::ChangelogRecord {
-                    topic: topic.to_string(),
-                    partition: p,
-                    offset,
-                    reason,
-                }
-            })?;
-            folds.get_mut(&p).expect("a job's partition").push(record);
+        for (p, offset, key, value) in chunk {
+            folds
+                .get_mut(&p)
+                .expect("a job's partition")
+                .push(key.as_deref(), value, offset)
+                .map_err(|e| error(p, e))?;
         }
     }
     if !complete.load(Ordering::Acquire) {
@@ -457,7 +467,7 @@ fn fold_and_write(
     for j in jobs {
         let fold = folds.remove(&j.p).expect("a job's partition");
         let records = fold.records();
-        let n = fold.write(&j.store, j.end)?;
+        let n = fold.write(&j.store, j.end).map_err(|e| error(j.p, e))?;
         info!(
             partition = j.p,
             records,
