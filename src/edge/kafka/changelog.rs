@@ -106,13 +106,13 @@ pub enum FoldError {
     Store(#[from] StoreError),
 }
 
-/// The head of an encoded [`ChangelogRecord`]: the variant and its commit sequence
-/// number, which come first in the encoding of both variants; the rest (the state,
-/// the meta) is left undecoded.
+/// The head of an encoded [`ChangelogRecord`]: the variant and, for a customer, its
+/// commit sequence number, which comes first; the rest (the state, the meta) is left
+/// undecoded.
 #[derive(Deserialize)]
 enum Head {
     Customer { seq: u64 },
-    Meta { seq: u64 },
+    Meta,
 }
 
 impl Head {
@@ -169,7 +169,7 @@ impl ChangelogFold {
                 };
                 self.newer.insert(key, (seq, offset, value));
             }
-            Head::Meta { .. } => {
+            Head::Meta => {
                 let ChangelogRecord::Meta { seq, meta, offsets } =
                     ChangelogRecord::decode(&value).map_err(bad)?
                 else {
@@ -262,10 +262,7 @@ mod tests {
             meta: Box::default(),
             offsets: vec![("a".into(), 1)],
         };
-        assert!(matches!(
-            Head::peek(&m.encode()).unwrap(),
-            Head::Meta { seq: 7 }
-        ));
+        assert!(matches!(Head::peek(&m.encode()).unwrap(), Head::Meta));
         let mut fold = ChangelogFold::default();
         let e = fold.push(Some(b"c/C1"), vec![9, 9], 41).unwrap_err();
         assert!(matches!(e, FoldError::Record { offset: 41, .. }), "{e}");
