@@ -434,9 +434,9 @@ impl Service {
         std::fs::read_to_string(&self.log)
             .ok()?
             .lines()
+            .rev()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v["fields"]["message"] == msg)
-            .last()
+            .find(|v| v["fields"]["message"] == msg)
             .map(|v| v["fields"].clone())
     }
 }
