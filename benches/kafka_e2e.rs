@@ -587,6 +587,21 @@ fn main() {
             d["threads"]
         );
     }
+    if let Some(d) = svc.log_fields("changelog ends read") {
+        println!(
+            "  of which the changelog's ends of {} partitions: {:.3} s{}",
+            d["partitions"],
+            d["seconds"].as_f64().unwrap_or(f64::NAN),
+            if svc
+                .log_fields("cannot read the changelog's ends at once; asking per partition")
+                .is_some()
+            {
+                " (asked per partition: the one request failed)"
+            } else {
+                " (one request)"
+            }
+        );
+    }
     if let Some(d) = svc.log_fields("partitions taken over") {
         println!(
             "  the whole take-over (changelog ends, restore, opening the partitions): {:.2} s",
