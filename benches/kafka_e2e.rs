@@ -1,18 +1,47 @@
-//! End-to-end throughput and latency of the Kafka service on librdkafka's in-process
-//! mock cluster (a real Kafka-protocol broker on loopback).
+//! The Kafka service end to end against a broker in a process of its own: throughput
+//! over a backlog beside a bare consumer's, restore and restart times, and (with
+//! `--latency`) the latency of live events.
 //!
-//! `cargo bench --bench kafka_e2e [-- CUSTOMERS [LIVE_SECONDS [LIVE_RATE [PARTITIONS]]]]`
+//! ```text
+//! cargo bench --bench kafka_e2e -- [--customers N] [--years Y] [--partitions P]
+//!     [--broker mock|tansu] [--latency [--live-seconds S] [--live-rate R]]
+//! ```
 //!
-//! 1. *Throughput*: a generated history (CUSTOMERS × 3 years, default 20,000) is
-//!    produced to the input topics first; the service then consumes it. Reported:
-//!    records consumed per second from the first record handed to an engine until
-//!    every partition is read, committed and its outbox delivered, and the status
-//!    changes produced per second over the same span.
-//! 2. *Latency*: with the service caught up (policy lateness 0, ticks every second),
-//!    visits stamped with the wall clock are produced for known customers at
-//!    LIVE_RATE per second (default 500) for LIVE_SECONDS (default 20). Each status
-//!    change they cause is read back from the status topic; its latency is the status
-//!    record's broker timestamp minus the visit's time. Reported: p50, p99, max.
+//! Defaults: 20,000 customers × 3 years over 24 partitions on librdkafka's mock
+//! cluster. The broker runs in its own process: this benchmark's own binary started
+//! again with `--serve-mock-broker P` (it creates the service's topics with P
+//! partitions in-process, prints its bootstrap address and serves until its stdin
+//! closes), or `tansu` (`~/.cargo/bin/tansu`, memory storage, topics created with
+//! `tansu topic create`). The service is the release binary `churnwatch run`, in its
+//! own process too, watched through its admin port; the bare consumer runs in this
+//! process.
+//!
+//! 1. *Backlog*: the generated history is produced to the input topics first.
+//! 2. *Bare consumer*: a group consumer with the service's fetch settings, subscribed
+//!    to the same input topics in a group of its own, that only counts the records:
+//!    records/s from its first record to the last.
+//! 3. *Service*: `churnwatch run` (default flags) consumes the backlog: records/s
+//!    handed to the engines from the first one until every partition is read,
+//!    committed and its outbox (status changes, dead letters, changelog) acknowledged;
+//!    and the ratio service / bare. Peak RSS is the process's `VmHWM`.
+//! 4. *Restore*: the service is stopped (SIGTERM), its state directory deleted, and
+//!    started again: seconds from the start of the process until `/readyz` answers
+//!    200, every partition restored from the changelog.
+//! 5. *Restart with local state*: stopped again and started with its state intact:
+//!    seconds until `/readyz` answers 200.
+//! 6. *Latency* (`--latency`): with an in-process service caught up (policy lateness
+//!    0, ticks every second, commits every 100 ms), visits stamped with the wall
+//!    clock are produced for known customers at `--live-rate` per second (500) for
+//!    `--live-seconds` (20); latency = the status record's broker timestamp minus the
+//!    visit's time. Reported: p50, p99, max.
+//!
+//! Every start of the service joins a consumer group of its own: the mock cluster
+//! ignores LeaveGroup and static membership, so a restart into the same group would
+//! first wait out the session timeout; the service seeks to the offsets kept with its
+//! state either way. The mock cluster keeps at most 5 MB and 100,000 message sets per
+//! partition and drops older data: the benchmark checks that no input or changelog
+//! partition lost its beginning and says so when one did (then choose more
+//! partitions or fewer years).
 
 use churnwatch::core::policy::Policy;
 use churnwatch::core::time::Ts;
@@ -23,26 +52,179 @@ use churnwatch::generate::{generate, GenConfig};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Message};
-use std::io::BufRead;
+use std::io::{BufRead, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Partitions per topic. librdkafka's mock cluster keeps at most 5 MB (and 100,000
-/// message sets) per partition and drops older data, so the default keeps every
-/// partition of a 20,000-customer history below that.
-fn partitions() -> i32 {
-    arg(3, 24) as i32
+/// The benchmark's arguments.
+struct Args {
+    customers: u64,
+    years: u32,
+    partitions: i32,
+    tansu: bool,
+    latency: bool,
+    live_seconds: u64,
+    live_rate: u64,
+    serve_mock_broker: Option<i32>,
 }
 
-fn arg(i: usize, default: u64) -> u64 {
-    std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .nth(i)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(default)
+fn args() -> Args {
+    let mut a = Args {
+        customers: 20_000,
+        years: 3,
+        partitions: 24,
+        tansu: false,
+        latency: false,
+        live_seconds: 20,
+        live_rate: 500,
+        serve_mock_broker: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let mut value = |what: &str| -> u64 {
+            it.next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{what} takes a whole number"))
+        };
+        match k.as_str() {
+            "--customers" => a.customers = value("--customers"),
+            "--years" => a.years = value("--years") as u32,
+            "--partitions" => a.partitions = value("--partitions") as i32,
+            "--live-seconds" => a.live_seconds = value("--live-seconds"),
+            "--live-rate" => a.live_rate = value("--live-rate"),
+            "--serve-mock-broker" => {
+                a.serve_mock_broker = Some(value("--serve-mock-broker") as i32)
+            }
+            "--latency" => a.latency = true,
+            "--broker" => match it.next().as_deref() {
+                Some("mock") => a.tansu = false,
+                Some("tansu") => a.tansu = true,
+                other => panic!("--broker takes mock or tansu, not {other:?}"),
+            },
+            // cargo bench passes --bench to every benchmark binary.
+            "--bench" => {}
+            other => panic!(
+                "unknown argument {other}; see the doc of benches/kafka_e2e.rs for the arguments"
+            ),
+        }
+    }
+    a
 }
 
-fn config(bootstrap: &str, dir: &std::path::Path) -> Config {
+/// The mock cluster of `partitions` partitions per topic, served until stdin closes.
+fn serve_mock_broker(partitions: i32) {
+    let cluster = mock_cluster(&Config::default(), partitions).expect("a mock cluster");
+    println!("bootstrap {}", cluster.bootstrap_servers());
+    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+}
+
+/// A broker process; killed when dropped.
+struct Broker {
+    child: Child,
+    bootstrap: String,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn mock_broker(partitions: i32) -> Broker {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--serve-mock-broker", &partitions.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let bootstrap = line
+        .strip_prefix("bootstrap ")
+        .unwrap_or_else(|| panic!("the mock broker said {line:?}"))
+        .trim()
+        .to_string();
+    Broker { child, bootstrap }
+}
+
+fn tansu_broker(partitions: i32, dir: &Path) -> Broker {
+    let tansu = PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cargo/bin/tansu");
+    assert!(
+        tansu.exists(),
+        "--broker tansu needs {}; scripts/test-deps installs it",
+        tansu.display()
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let bootstrap = format!("127.0.0.1:{port}");
+    let url = format!("tcp://{bootstrap}");
+    let log = std::fs::File::create(dir.join("tansu.log")).unwrap();
+    let child = Command::new(&tansu)
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .args(["--storage-engine", "memory://tansu/"])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let broker = Broker { child, bootstrap };
+    let started = Instant::now();
+    while std::net::TcpStream::connect(&broker.bootstrap).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "tansu not listening"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for t in all_topics(&Config::default()) {
+        let ok = Command::new(&tansu)
+            .args(["topic", "create", "--broker", &url, "--partitions"])
+            .arg(partitions.to_string())
+            .arg(&t)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "tansu topic create {t}");
+    }
+    broker
+}
+
+/// The input topics, then the output topics.
+fn all_topics(cfg: &Config) -> Vec<String> {
+    let (i, o) = (&cfg.input, &cfg.output);
+    let mut out: Vec<String> = Vec::new();
+    for t in [
+        &i.repair_orders.topic,
+        &i.visits.topic,
+        &i.contracts.topic,
+        &o.status_topic,
+        &o.changelog_topic,
+        &o.dead_letter_topic,
+    ] {
+        if !out.contains(t) {
+            out.push(t.clone());
+        }
+    }
+    out
+}
+
+fn input_topics(cfg: &Config) -> Vec<String> {
+    all_topics(cfg).into_iter().take(3).collect()
+}
+
+fn config(bootstrap: &str, dir: &Path) -> Config {
     let mut cfg = Config::default();
     cfg.kafka.bootstrap_servers = bootstrap.into();
     cfg.output.create_topics = false;
@@ -53,29 +235,234 @@ fn config(bootstrap: &str, dir: &std::path::Path) -> Config {
     cfg
 }
 
-fn wait_caught_up(r: &Running, timeout: Duration) {
+/// (records, partitions that lost their beginning) of `topic`.
+fn topic_extent(bootstrap: &str, topic: &str, partitions: i32) -> (i64, Vec<i32>) {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let mut records = 0;
+    let mut truncated = Vec::new();
+    for p in 0..partitions {
+        let (lo, hi) = c
+            .fetch_watermarks(topic, p, Duration::from_secs(30))
+            .unwrap();
+        records += hi - lo;
+        if lo > 0 {
+            truncated.push(p);
+        }
+    }
+    (records, truncated)
+}
+
+/// A bare consumer with the service's fetch settings counts `expect` records of the
+/// input topics. Returns (records, seconds from the first record to the last).
+fn bare_consumer(bootstrap: &str, topics: &[String], expect: u64) -> (u64, f64) {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "bench-bare-consumer")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "range")
+        .set("isolation.level", "read_committed")
+        .set("fetch.wait.max.ms", "100")
+        .create()
+        .unwrap();
+    let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    c.subscribe(&refs).unwrap();
+    let mut n = 0u64;
+    let mut first = None;
+    let mut last = Instant::now();
     let started = Instant::now();
-    let mut stable = 0;
-    while stable < 3 {
-        assert!(started.elapsed() < timeout, "not caught up in {timeout:?}");
-        std::thread::sleep(Duration::from_millis(100));
-        stable = if r.shared.caught_up() { stable + 1 } else { 0 };
+    while n < expect {
+        assert!(
+            started.elapsed() < Duration::from_secs(1800),
+            "the bare consumer read {n} of {expect} records"
+        );
+        match c.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                std::hint::black_box(m.payload());
+                n += 1;
+                last = Instant::now();
+                first.get_or_insert(last);
+            }
+            Some(Err(e)) => panic!("bare consumer: {e}"),
+            None => {}
+        }
+    }
+    (n, last.duration_since(first.unwrap()).as_secs_f64())
+}
+
+/// `churnwatch run` (the release binary cargo built for this benchmark) in its own
+/// process; killed when dropped.
+struct Service {
+    child: Child,
+    addr: String,
+    log: PathBuf,
+}
+
+impl Service {
+    fn spawn(bootstrap: &str, state: &Path, group: &str) -> Service {
+        let port_file = state.with_extension("addr");
+        let log = state.with_extension("log");
+        let _ = std::fs::remove_file(&port_file);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_churnwatch"));
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("CHURNWATCH__") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.args(["run", "--bootstrap-servers", bootstrap])
+            .args(["--admin-listen", "127.0.0.1:0", "--state-dir"])
+            .arg(state);
+        for s in [
+            "output.create_topics=false",
+            "ticks.interval_ms=0",
+            "metrics.kpi_interval_ms=600000",
+            &format!("kafka.group_id={group}"),
+        ] {
+            cmd.args(["--set", s]);
+        }
+        let out = std::fs::File::create(&log).unwrap();
+        let mut child = cmd
+            .env("CHURNWATCH_LOG", "info")
+            .env("CHURNWATCH__ADMIN__PORT_FILE", &port_file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        let addr = loop {
+            if let Ok(s) = std::fs::read_to_string(&port_file) {
+                if s.ends_with('\n') {
+                    break s.trim().to_string();
+                }
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("churnwatch exited ({status}); see {}", log.display());
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "no admin address"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        Service { child, addr, log }
+    }
+
+    fn get(&self, path: &str) -> Option<(u16, String)> {
+        match ureq::get(&format!("http://{}{path}", self.addr))
+            .timeout(Duration::from_secs(5))
+            .call()
+        {
+            Ok(r) => Some((r.status(), r.into_string().ok()?)),
+            Err(ureq::Error::Status(code, r)) => Some((code, r.into_string().ok()?)),
+            Err(_) => None,
+        }
+    }
+
+    /// The sum of every series of metric `name` (labelled or not).
+    fn metric(&self, name: &str) -> f64 {
+        let Some((_, body)) = self.get("/metrics") else {
+            return 0.0;
+        };
+        body.lines()
+            .filter(|l| {
+                l.starts_with(name)
+                    && (l[name.len()..].starts_with(' ') || l[name.len()..].starts_with('{'))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            panic!("churnwatch exited ({status}); see {}", self.log.display());
+        }
+    }
+
+    /// Seconds from `since` until the first assignment shows (the group is joined;
+    /// the take-over starts) and until `/readyz` answers 200.
+    fn wait_ready(&mut self, since: Instant) -> (f64, f64) {
+        let mut joined = None;
+        loop {
+            self.assert_running();
+            if joined.is_none() && self.metric("churnwatch_partitions_assigned") > 0.0 {
+                joined = Some(since.elapsed().as_secs_f64());
+            }
+            if self.get("/readyz").is_some_and(|(code, _)| code == 200) {
+                let ready = since.elapsed().as_secs_f64();
+                return (joined.unwrap_or(ready), ready);
+            }
+            assert!(since.elapsed() < Duration::from_secs(1800), "never ready");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The process's peak resident set (VmHWM), MiB.
+    fn peak_rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+
+    /// SIGTERM, and the exit within a minute.
+    fn stop(mut self) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        let sent = Instant::now();
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(
+                sent.elapsed() < Duration::from_secs(60),
+                "no exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Fields of the last log line with message `msg`.
+    fn log_fields(&self, msg: &str) -> Option<serde_json::Value> {
+        std::fs::read_to_string(&self.log)
+            .ok()?
+            .lines()
+            .rev()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["fields"]["message"] == msg)
+            .map(|v| v["fields"].clone())
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
 fn main() {
-    let customers = arg(0, 20_000);
-    let live_secs = arg(1, 20);
-    let live_rate = arg(2, 500);
+    let a = args();
+    if let Some(p) = a.serve_mock_broker {
+        serve_mock_broker(p);
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let today = chrono::Utc::now().date_naive();
     let g = generate(
         &GenConfig {
-            customers,
+            customers: a.customers,
             dealers: 20,
-            years: 3,
+            years: a.years,
             seed: 5,
-            start: Ts::from_date(today - chrono::Months::new(36)),
+            start: Ts::from_date(today - chrono::Months::new(12 * a.years)),
             ..GenConfig::default()
         },
         &tmp.path().join("history"),
@@ -88,61 +475,179 @@ fn main() {
         .find(|f| f.extension().is_some_and(|e| e == "jsonl"))
         .unwrap()
         .clone();
-
-    // 1. Throughput over a backlog.
-    let probe = config("", tmp.path());
-    let cluster = mock_cluster(&probe, partitions()).unwrap();
-    let bs = cluster.bootstrap_servers();
-    let cfg = config(&bs, &tmp.path().join("state"));
-    let b = backfill_jsonl(&cfg, &events, partitions()).unwrap();
+    let broker = if a.tansu {
+        tansu_broker(a.partitions, tmp.path())
+    } else {
+        mock_broker(a.partitions)
+    };
+    let bs = broker.bootstrap.clone();
     println!(
-        "backlog: {} records ({customers} customers x 3 years) in {} partitions",
+        "broker: {} in its own process (pid {}) at {bs}",
+        if a.tansu {
+            "tansu"
+        } else {
+            "librdkafka mock cluster"
+        },
+        broker.child.id()
+    );
+
+    // 1. The backlog.
+    let cfg = config(&bs, &tmp.path().join("unused"));
+    let produced = Instant::now();
+    let b = backfill_jsonl(&cfg, &events, a.partitions).unwrap();
+    println!(
+        "backlog: {} records ({} customers x {} years) in {} partitions, produced in {:.1} s",
         b.records,
-        partitions()
+        a.customers,
+        a.years,
+        a.partitions,
+        produced.elapsed().as_secs_f64()
     );
-    let running = start(cfg, Policy::default()).unwrap();
-    let m = running.shared.metrics.clone();
-    while m.processed_events.get() == 0 {
-        std::thread::sleep(Duration::from_millis(5));
+    let inputs = input_topics(&cfg);
+    let mut held = 0;
+    for t in &inputs {
+        let (n, truncated) = topic_extent(&bs, t, a.partitions);
+        held += n;
+        if !truncated.is_empty() {
+            println!("  WARNING: {t} lost the beginning of partitions {truncated:?} (broker retention): choose more partitions or fewer years");
+        }
     }
-    let t0 = Instant::now();
-    wait_caught_up(&running, Duration::from_secs(1800));
-    // The last 300 ms were the stability check.
-    let secs = t0.elapsed().as_secs_f64() - 0.3;
-    let changes = running.shared.published().changes;
-    println!(
-        "  (late events {}, ticks {}, dead letters {})",
-        m.late_events.get(),
-        m.ticks_consumed.get(),
-        running.shared.published().dead_letters
-    );
-    println!(
-        "throughput: {} records consumed in {secs:.1} s = {:.0} records/s; {changes} status changes produced = {:.0} changes/s",
-        m.processed_events.get(),
-        m.processed_events.get() as f64 / secs,
-        changes as f64 / secs
-    );
-    running.stop().unwrap();
-    drop(cluster);
+    println!("  the broker holds {held} input records");
 
-    // 2. Latency of live events.
-    let cluster = mock_cluster(&probe, partitions()).unwrap();
-    let bs = cluster.bootstrap_servers();
-    let mut cfg = config(&bs, &tmp.path().join("live-state"));
+    // 2. The bare consumer.
+    let (n, secs) = bare_consumer(&bs, &inputs, held as u64);
+    let bare = n as f64 / secs;
+    println!("bare consumer: {n} records in {secs:.2} s = {bare:.0} records/s");
+
+    // 3. The service over the backlog.
+    let state = tmp.path().join("state");
+    let spawned = Instant::now();
+    let mut svc = Service::spawn(&bs, &state, "bench-backlog");
+    let mut t0 = None;
+    let mut stable = 0;
+    let mut t1 = Instant::now();
+    while stable < 3 {
+        svc.assert_running();
+        assert!(
+            spawned.elapsed() < Duration::from_secs(3600),
+            "not caught up"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        if t0.is_none() && svc.metric("churnwatch_processed_events_total") > 0.0 {
+            t0 = Some(Instant::now());
+        }
+        if t0.is_some()
+            && svc.metric("churnwatch_caught_up") == 1.0
+            && svc.metric("churnwatch_partitions_ready") == a.partitions as f64
+        {
+            if stable == 0 {
+                t1 = Instant::now();
+            }
+            stable += 1;
+        } else {
+            stable = 0;
+        }
+    }
+    let secs = t1.duration_since(t0.unwrap()).as_secs_f64();
+    let processed = svc.metric("churnwatch_processed_events_total");
+    let changes = svc.metric("churnwatch_status_changes_total");
+    let customers = svc.metric("churnwatch_customers");
+    let service = processed / secs;
+    println!(
+        "service: {processed} records consumed -> state -> produced in {secs:.2} s = {service:.0} records/s; {changes} status changes; {customers} customers; peak RSS {:.0} MiB",
+        svc.peak_rss_mib()
+    );
+    println!(
+        "ratio service / bare consumer: {:.3} ({service:.0} / {bare:.0} records/s)",
+        service / bare
+    );
+    svc.stop();
+    let (changelog, truncated) = topic_extent(&bs, &cfg.output.changelog_topic, a.partitions);
+    println!("  changelog: {changelog} records");
+    if !truncated.is_empty() {
+        println!("  WARNING: the changelog lost the beginning of partitions {truncated:?} (broker retention): the restore below is not complete; choose more partitions or fewer years");
+    }
+
+    // 4. Restore from the changelog.
+    std::fs::remove_dir_all(&state).unwrap();
+    let spawned = Instant::now();
+    let mut svc = Service::spawn(&bs, &state, "bench-restore");
+    let (joined, ready) = svc.wait_ready(spawned);
+    let restored = svc.metric("churnwatch_customers");
+    let restores = svc.metric("churnwatch_restores_total");
+    let detail = svc.log_fields("restored from the changelog");
+    println!(
+        "restore: {restored} customers (before: {customers}) over {restores} partitions from {changelog} changelog records: /readyz 200 after {ready:.2} s from the process start (assigned after {joined:.2} s); peak RSS {:.0} MiB",
+        svc.peak_rss_mib()
+    );
+    if let Some(d) = detail {
+        println!(
+            "  of which reading and folding the changelog: {:.2} s ({} threads)",
+            d["seconds"].as_f64().unwrap_or(f64::NAN),
+            d["threads"]
+        );
+    }
+    if let Some(d) = svc.log_fields("changelog ends read") {
+        println!(
+            "  of which the changelog's ends of {} partitions: {:.3} s{}",
+            d["partitions"],
+            d["seconds"].as_f64().unwrap_or(f64::NAN),
+            if svc
+                .log_fields("cannot read the changelog's ends at once; asking per partition")
+                .is_some()
+            {
+                " (asked per partition: the one request failed)"
+            } else {
+                " (one request)"
+            }
+        );
+    }
+    if let Some(d) = svc.log_fields("partitions taken over") {
+        println!(
+            "  the whole take-over (changelog ends, restore, opening the partitions): {:.2} s",
+            d["seconds"].as_f64().unwrap_or(f64::NAN)
+        );
+    }
+    svc.stop();
+
+    // 5. Restart with local state.
+    let spawned = Instant::now();
+    let mut svc = Service::spawn(&bs, &state, "bench-local");
+    let (joined, ready) = svc.wait_ready(spawned);
+    println!(
+        "restart with local state: {} customers over {} partitions ({} restored): /readyz 200 after {ready:.2} s from the process start (assigned after {joined:.2} s)",
+        svc.metric("churnwatch_customers"),
+        svc.metric("churnwatch_partitions_ready"),
+        svc.metric("churnwatch_restores_total"),
+    );
+    svc.stop();
+
+    if a.latency {
+        latency(&a, &bs, tmp.path(), &events);
+    }
+    drop(broker);
+}
+
+/// 6. The latency of live events through an in-process service.
+fn latency(a: &Args, bs: &str, dir: &Path, events: &Path) {
+    let mut cfg = config(bs, &dir.join("live-state"));
+    cfg.kafka.group_id = "bench-live".into();
     cfg.ticks.interval_ms = 1000;
     cfg.state.commit_interval_ms = 100;
-    backfill_jsonl(&cfg, &events, partitions()).unwrap();
     let mut policy = Policy::default();
     policy.stream.allowed_lateness_minutes = 0;
     let running = start(cfg.clone(), policy).unwrap();
     wait_caught_up(&running, Duration::from_secs(1800));
     let mut known: Vec<(String, String)> = Vec::new();
-    let f = std::fs::File::open(&events).unwrap();
+    let mut text = String::new();
+    std::fs::File::open(events)
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
     let mut seen = std::collections::HashSet::new();
-    for line in std::io::BufReader::new(f).lines() {
-        let v: serde_json::Value = match serde_json::from_str(&line.unwrap()) {
-            Ok(v) => v,
-            Err(_) => continue,
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
         };
         if let (Some(c), Some(d)) = (v["customer_id"].as_str(), v["dealer_id"].as_str()) {
             if seen.insert(c.to_string()) {
@@ -151,25 +656,13 @@ fn main() {
         }
     }
     let mut pc = ClientConfig::new();
-    pc.set("bootstrap.servers", &bs).set("linger.ms", "0");
+    pc.set("bootstrap.servers", bs).set("linger.ms", "0");
     let producer: ThreadedProducer<DefaultProducerContext> = pc.create().unwrap();
-    let mut cc = ClientConfig::new();
-    cc.set("bootstrap.servers", &bs)
-        .set("group.id", "latency-reader")
-        .set("auto.offset.reset", "latest");
-    let reader: BaseConsumer = cc.create().unwrap();
-    reader.subscribe(&[&cfg.output.status_topic]).unwrap();
-    // Join before producing so that no change is missed.
-    let join = Instant::now();
-    while reader.assignment().map(|a| a.count()).unwrap_or(0) == 0
-        && join.elapsed() < Duration::from_secs(30)
-    {
-        reader.poll(Duration::from_millis(100));
-    }
+    let before = running.shared.published().changes;
     let live_start = Ts(chrono::Utc::now().timestamp_millis());
-    let total = live_secs * live_rate;
-    println!("live: producing {total} visits at {live_rate}/s");
-    let interval = Duration::from_secs_f64(1.0 / live_rate as f64);
+    let total = a.live_seconds * a.live_rate;
+    println!("live: producing {total} visits at {}/s", a.live_rate);
+    let interval = Duration::from_secs_f64(1.0 / a.live_rate as f64);
     let begun = Instant::now();
     for n in 0..total {
         let due = begun + interval * n as u32;
@@ -193,24 +686,22 @@ fn main() {
                 Err(_) => std::thread::sleep(Duration::from_millis(1)),
             }
         }
-        // Read what has arrived meanwhile (the reader's queue is bounded).
-        while let Some(Ok(_m)) = reader.poll(Duration::ZERO) {}
     }
     producer.flush(Duration::from_secs(30)).unwrap();
-    reader.unsubscribe();
-    drop(reader);
-    // Read the status topic again from the start and pick the live changes.
     std::thread::sleep(Duration::from_secs(2));
-    let expect = running.shared.published().changes;
+    // Every change on the status topic so far: the backlog's (twice: the throughput
+    // run's and this service's) and the live ones.
+    let expect = running.shared.published().changes - before;
     let msgs = churnwatch::edge::kafka::io::read_topic(
-        &{
-            let mut c = ClientConfig::new();
-            c.set("bootstrap.servers", &bs);
-            c
-        },
+        ClientConfig::new().set("bootstrap.servers", bs),
         &cfg.output.status_topic,
-        Duration::from_secs(60),
-        |m| m.len() as u64 >= expect,
+        Duration::from_secs(120),
+        |m| {
+            m.iter()
+                .filter(|r| r.timestamp().to_millis().is_some_and(|t| t >= live_start.0))
+                .count() as u64
+                >= expect
+        },
     );
     let msgs = match msgs {
         Ok(m) => m,
@@ -239,7 +730,9 @@ fn main() {
     } else {
         let q = |p: f64| lat[((lat.len() - 1) as f64 * p).round() as usize];
         println!(
-            "latency: {total} live visits at {live_rate}/s for {live_secs} s -> {} event-triggered status changes; input time -> status record: p50 {} ms, p99 {} ms, max {} ms",
+            "latency: {total} live visits at {}/s for {} s -> {} event-triggered status changes; input time -> status record: p50 {} ms, p99 {} ms, max {} ms",
+            a.live_rate,
+            a.live_seconds,
             lat.len(),
             q(0.5),
             q(0.99),
@@ -247,5 +740,14 @@ fn main() {
         );
     }
     running.stop().unwrap();
-    drop(cluster);
+}
+
+fn wait_caught_up(r: &Running, timeout: Duration) {
+    let started = Instant::now();
+    let mut stable = 0;
+    while stable < 3 {
+        assert!(started.elapsed() < timeout, "not caught up in {timeout:?}");
+        std::thread::sleep(Duration::from_millis(100));
+        stable = if r.shared.caught_up() { stable + 1 } else { 0 };
+    }
 }

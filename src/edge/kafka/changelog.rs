@@ -10,7 +10,7 @@ use crate::core::engine::{Dirty, EngineMeta};
 use crate::core::state::CustomerState;
 use crate::store::{codec, Batch, SledTreeKv, Store, StoreError};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 /// The progress record's source name in a partition's tree.
 pub const PROGRESS: &str = "kafka";
@@ -78,58 +78,167 @@ pub fn restore_from_changelog(
     store: &Store<SledTreeKv>,
     records: impl IntoIterator<Item = ChangelogRecord>,
     end: i64,
-) -> Result<usize, StoreError> {
-    let mut meta: Option<(Box<EngineMeta>, Progress)> = None;
-    // Latest state confirmed by a meta record seen so far, and the newest state
-    // whose commit is not confirmed yet.
-    let mut customers: BTreeMap<String, Box<CustomerState>> = BTreeMap::new();
-    let mut newer: BTreeMap<String, (u64, Box<CustomerState>)> = BTreeMap::new();
-    for r in records {
-        match r {
-            ChangelogRecord::Customer { seq, state } => {
-                newer.insert(state.customer_id.clone(), (seq, state));
+) -> Result<usize, FoldError> {
+    let mut fold = ChangelogFold::default();
+    for (offset, r) in (0i64..).zip(records) {
+        let key = match &r {
+            ChangelogRecord::Customer { state, .. } => format!("c/{}", state.customer_id),
+            ChangelogRecord::Meta { .. } => "m".to_string(),
+        };
+        fold.push(Some(key.as_bytes()), r.encode(), offset)?;
+    }
+    fold.write(store, end)
+}
+
+/// What a restore from the changelog can fail on.
+#[derive(Debug, thiserror::Error)]
+pub enum FoldError {
+    /// A changelog record does not decode.
+    #[error("the changelog record at offset {offset} does not decode: {source}")]
+    Record {
+        /// Its offset in the changelog partition.
+        offset: i64,
+        /// Why.
+        source: StoreError,
+    },
+    /// The partition's tree could not be written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The head of an encoded [`ChangelogRecord`]: the variant and, for a customer, its
+/// commit sequence number, which comes first; the rest (the state, the meta) is left
+/// undecoded.
+#[derive(Deserialize)]
+enum Head {
+    Customer { seq: u64 },
+    Meta,
+}
+
+impl Head {
+    fn peek(bytes: &[u8]) -> Result<Head, StoreError> {
+        use bincode::Options;
+        bincode::DefaultOptions::new()
+            .allow_trailing_bytes()
+            .deserialize(bytes)
+            .map_err(|e| StoreError::corrupt(b"changelog record", e))
+    }
+}
+
+/// A customer record kept by a fold, still encoded: (commit, offset, value).
+type Kept = (u64, i64, Vec<u8>);
+
+/// One partition's changelog folded record by record as it is read, so that a restore
+/// holds one record per customer rather than the whole log (an uncompacted changelog
+/// holds a customer once per commit that changed it). Only each record's commit
+/// number is decoded as it comes; the states kept are decoded once, by
+/// [`ChangelogFold::write`], which puts the result into the partition's tree. See
+/// [`restore_from_changelog`] for what is kept.
+#[derive(Default)]
+pub struct ChangelogFold {
+    meta: Option<(Box<EngineMeta>, Progress)>,
+    /// Latest record confirmed by a meta record seen so far, by record key.
+    customers: HashMap<Vec<u8>, Kept>,
+    /// The newest record whose commit is not confirmed yet, by record key.
+    newer: HashMap<Vec<u8>, Kept>,
+    records: u64,
+}
+
+impl ChangelogFold {
+    /// Adds the next record of the partition's changelog, in log order: its key (the
+    /// customer's `c/<customer_id>`; a record without one is keyed by the customer
+    /// it names), its value and its offset.
+    pub fn push(
+        &mut self,
+        key: Option<&[u8]>,
+        value: Vec<u8>,
+        offset: i64,
+    ) -> Result<(), FoldError> {
+        self.records += 1;
+        let bad = |source| FoldError::Record { offset, source };
+        match Head::peek(&value).map_err(bad)? {
+            Head::Customer { seq } => {
+                let key = match key {
+                    Some(k) => k.to_vec(),
+                    None => match ChangelogRecord::decode(&value).map_err(bad)? {
+                        ChangelogRecord::Customer { state, .. } => {
+                            format!("c/{}", state.customer_id).into_bytes()
+                        }
+                        ChangelogRecord::Meta { .. } => unreachable!("the head said customer"),
+                    },
+                };
+                self.newer.insert(key, (seq, offset, value));
             }
-            ChangelogRecord::Meta {
-                seq,
-                meta: m,
-                offsets,
-            } => {
+            Head::Meta => {
+                let ChangelogRecord::Meta { seq, meta, offsets } =
+                    ChangelogRecord::decode(&value).map_err(bad)?
+                else {
+                    return Err(bad(StoreError::corrupt(
+                        b"changelog record",
+                        "a meta head with a customer body",
+                    )));
+                };
                 // Every customer record of commits up to `seq` is now confirmed.
-                let confirmed: Vec<String> = newer
+                let confirmed: Vec<Vec<u8>> = self
+                    .newer
                     .iter()
-                    .filter(|(_, (s, _))| *s <= seq)
+                    .filter(|(_, (s, _, _))| *s <= seq)
                     .map(|(k, _)| k.clone())
                     .collect();
                 for k in confirmed {
-                    let (_, v) = newer.remove(&k).expect("listed");
-                    customers.insert(k, v);
+                    let v = self.newer.remove(&k).expect("listed");
+                    self.customers.insert(k, v);
                 }
-                meta = Some((m, Progress { seq, offsets }));
+                self.meta = Some((meta, Progress { seq, offsets }));
             }
         }
+        Ok(())
     }
-    for (k, (_, v)) in newer {
-        customers.entry(k).or_insert(v);
+
+    /// The records pushed so far.
+    pub fn records(&self) -> u64 {
+        self.records
     }
-    let (meta, progress) = meta.unwrap_or_default();
-    let mut dirty = Dirty {
-        meta: *meta,
-        ..Dirty::default()
-    };
-    for (_, state) in customers {
-        if let Some(d) = state.next_deadline {
-            dirty.timers_added.push((d, state.customer_id.clone()));
+
+    /// Writes the folded state into `store` (which the caller has cleared) in one
+    /// batch, with changelog offset `end` as the changelog's end. Returns the number
+    /// of customers restored.
+    pub fn write(self, store: &Store<SledTreeKv>, end: i64) -> Result<usize, FoldError> {
+        let mut kept = self.customers;
+        for (k, v) in self.newer {
+            kept.entry(k).or_insert(v);
         }
-        dirty.customers.push(*state);
+        let mut states = Vec::with_capacity(kept.len());
+        for (_, (_, offset, value)) in kept {
+            match ChangelogRecord::decode(&value)
+                .map_err(|source| FoldError::Record { offset, source })?
+            {
+                ChangelogRecord::Customer { state, .. } => states.push(*state),
+                ChangelogRecord::Meta { .. } => unreachable!("only customer records are kept"),
+            }
+        }
+        // In customer order, as the engine's own commits write them.
+        states.sort_by(|a, b| a.customer_id.cmp(&b.customer_id));
+        let (meta, progress) = self.meta.unwrap_or_default();
+        let mut dirty = Dirty {
+            meta: *meta,
+            ..Dirty::default()
+        };
+        for state in states {
+            if let Some(d) = state.next_deadline {
+                dirty.timers_added.push((d, state.customer_id.clone()));
+            }
+            dirty.customers.push(state);
+        }
+        let n = dirty.customers.len();
+        let mut batch = Batch::new();
+        batch
+            .dirty(&dirty)?
+            .progress(PROGRESS, &progress)?
+            .progress(CHANGELOG_END, &end)?;
+        store.write(batch)?;
+        Ok(n)
     }
-    let n = dirty.customers.len();
-    let mut batch = Batch::new();
-    batch
-        .dirty(&dirty)?
-        .progress(PROGRESS, &progress)?
-        .progress(CHANGELOG_END, &end)?;
-    store.write(batch)?;
-    Ok(n)
 }
 
 #[cfg(test)]
@@ -137,6 +246,36 @@ mod tests {
     use super::*;
     use crate::core::engine::CustomerSource;
     use crate::core::time::Ts;
+
+    #[test]
+    fn the_head_of_an_encoded_record_is_its_kind_and_commit() {
+        let c = ChangelogRecord::Customer {
+            seq: 300,
+            state: Box::new(CustomerState::new("C1", "D1")),
+        };
+        assert!(matches!(
+            Head::peek(&c.encode()).unwrap(),
+            Head::Customer { seq: 300 }
+        ));
+        let m = ChangelogRecord::Meta {
+            seq: 7,
+            meta: Box::default(),
+            offsets: vec![("a".into(), 1)],
+        };
+        assert!(matches!(Head::peek(&m.encode()).unwrap(), Head::Meta));
+        let mut fold = ChangelogFold::default();
+        let e = fold.push(Some(b"c/C1"), vec![9, 9], 41).unwrap_err();
+        assert!(matches!(e, FoldError::Record { offset: 41, .. }), "{e}");
+        // A customer record whose state is cut short is found when it is kept.
+        let mut bytes = c.encode();
+        bytes.truncate(bytes.len() - 2);
+        fold.push(Some(b"c/C1"), bytes, 42).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::store::open_sled_db(dir.path()).unwrap();
+        let store = Store::with_kv(SledTreeKv::open(&db, "partition-0").unwrap()).unwrap();
+        let e = fold.write(&store, 43).unwrap_err();
+        assert!(matches!(e, FoldError::Record { offset: 42, .. }), "{e}");
+    }
 
     #[test]
     fn restore_keeps_each_customers_state_as_of_the_last_complete_commit() {

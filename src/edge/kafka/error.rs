@@ -39,8 +39,9 @@ pub enum ServiceError {
     /// missing or cannot be created. The message names the topic and the fix.
     #[error("{0}")]
     Topics(String),
-    /// A partition's restore stopped: the changelog was not read to its end in time.
-    #[error("cannot restore partition {partition}: changelog `{topic}` was read to offset {at} but not to its end {end} within {}s; check the brokers are reachable and the changelog is readable by this consumer, then restart to retry", waited.as_secs())]
+    /// A partition's restore stopped: the changelog was not read to its end, nothing
+    /// more arriving for too long.
+    #[error("cannot restore partition {partition}: changelog `{topic}` was read to offset {at} but not to its end {end}, nothing more arriving within {}s; check the brokers are reachable and the changelog is readable by this consumer, then restart to retry", waited.as_secs())]
     ChangelogStalled {
         /// The changelog topic.
         topic: String,
@@ -94,6 +95,12 @@ pub enum ServiceError {
     /// The processing thread panicked (a bug: please report it with the log).
     #[error("the processing thread panicked (a bug: please report it with the log); state up to the last commit is safe in sled, restart to resume")]
     Panicked,
+    /// A thread restoring partitions from the changelog panicked.
+    #[error("a thread restoring partitions {partitions:?} from the changelog panicked (a bug: please report it with the log); nothing was committed for them, restart to restore them again")]
+    RestorePanicked {
+        /// The partitions it was restoring.
+        partitions: Vec<i32>,
+    },
     /// `kafka.instance_id = "auto"` could not derive an id.
     #[error(transparent)]
     InstanceId(#[from] crate::edge::kafka::config::InstanceIdError),

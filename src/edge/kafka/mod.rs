@@ -8,7 +8,8 @@
 //!   what it recorded (take over / give up, assign / unassign);
 //! - `worker`: the owned partitions between polls (decode, release, flow control,
 //!   commits, gauges);
-//! - `restore`: a partition's state from local sled or the changelog;
+//! - `restore`: newly assigned partitions' state from local sled or, all together,
+//!   from the changelog;
 //! - `delivery`: the outbox through the idempotent producer;
 //! - `topics`: topic checks and client configurations; `ticks`: timed chores;
 //! - [`shared`]: what the admin endpoints see; [`error`]: what can go wrong.

@@ -12,8 +12,8 @@
 //! and encodes what comes out.
 
 pub use super::changelog::{
-    changelog_end, has_state, restore_from_changelog, ChangelogRecord, Progress, CHANGELOG_END,
-    PROGRESS,
+    changelog_end, has_state, restore_from_changelog, ChangelogFold, ChangelogRecord, FoldError,
+    Progress, CHANGELOG_END, PROGRESS,
 };
 use crate::codec::record::encode_change;
 use crate::codec::Format;

@@ -8,7 +8,9 @@
 //!   a burst.
 //! - [`handle_recorded`], called by the processing loop right after every poll: it
 //!   takes the recorded events and, for each, takes partitions over (local or
-//!   changelog restore, then [`Consumer::assign`] at the offsets kept in sled) or gives
+//!   changelog restore of all of them together, polling the group consumer meanwhile
+//!   so that it stays in the group; then [`Consumer::assign`] at the offsets kept in
+//!   sled) or gives
 //!   them up (commit, outbox delivery within the revoke bound, then
 //!   [`Consumer::unassign`]). librdkafka holds the group's rebalance until that
 //!   assign/unassign call, which with the eager protocol may come after the callback.
@@ -17,8 +19,11 @@
 //! is switched to [`Recorder::close`] mode and unassigns at once itself.
 
 use crate::edge::kafka::error::{kafka, ServiceError};
+use crate::edge::kafka::restore::KeepAlive;
+use crate::edge::kafka::shared::Shared;
 use crate::edge::kafka::worker::Worker;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientContext;
@@ -137,25 +142,30 @@ fn partitions(list: &[TopicPartition]) -> BTreeSet<i32> {
 }
 
 /// Takes over the assigned partitions and assigns them at the offsets kept in sled.
-/// On failure the consumer is unassigned and the error ends the loop.
+/// While restores run, the group consumer is polled every
+/// [`KEEP_ALIVE_EVERY`](crate::edge::kafka::restore::KEEP_ALIVE_EVERY) (see
+/// [`serve_group`]). On failure the consumer is unassigned and the error ends the loop.
 fn assign(
     consumer: &GroupConsumer,
     worker: &mut Worker,
     list: &[TopicPartition],
 ) -> Result<(), ServiceError> {
-    worker.shared.set_joined();
-    let assigned = worker.take_over(&partitions(list)).and_then(|offsets| {
-        let mut tpl = TopicPartitionList::new();
-        for (topic, p) in list {
-            let o = offsets
-                .get(&(topic.clone(), *p))
-                .copied()
-                .unwrap_or(Offset::Beginning);
-            tpl.add_partition_offset(topic, *p, o)
-                .map_err(kafka("building the assignment"))?;
-        }
-        consumer.assign(&tpl).map_err(kafka("assigning partitions"))
-    });
+    let shared = worker.shared.clone();
+    let mut keep_alive = || serve_group(consumer, &shared);
+    let assigned = worker
+        .take_over(&partitions(list), &mut keep_alive)
+        .and_then(|offsets| {
+            let mut tpl = TopicPartitionList::new();
+            for (topic, p) in list {
+                let o = offsets
+                    .get(&(topic.clone(), *p))
+                    .copied()
+                    .unwrap_or(Offset::Beginning);
+                tpl.add_partition_offset(topic, *p, o)
+                    .map_err(kafka("building the assignment"))?;
+            }
+            consumer.assign(&tpl).map_err(kafka("assigning partitions"))
+        });
     if let Err(e) = &assigned {
         error!(error = %e, "cannot take over partitions");
         let _ = consumer.unassign();
@@ -163,26 +173,66 @@ fn assign(
     assigned
 }
 
+/// The keep-alive of a take-over: reports the loop alive and polls the group consumer
+/// once without waiting, so that it serves its events and the time since the
+/// application's last poll stays far below `max.poll.interval.ms`. A rebalance this
+/// poll records is handled after the take-over, in order. No record can come (with
+/// the eager protocol nothing is assigned before the take-over's own assign, which
+/// then sets every position explicitly), so one that does is ignored. A fatal
+/// consumer error ends the take-over.
+fn serve_group(consumer: &GroupConsumer, shared: &Shared) -> Result<(), ServiceError> {
+    shared.beat();
+    match consumer.poll(Duration::ZERO) {
+        Some(Ok(m)) => debug!(
+            topic = m.topic(),
+            partition = m.partition(),
+            "record of an unassigned partition ignored during a take-over"
+        ),
+        Some(Err(e)) => {
+            if let Some((code, reason)) = consumer.client().fatal_error() {
+                return Err(ServiceError::ConsumerFatal { code, reason });
+            }
+            warn!(error = %e, "consumer error during a take-over");
+        }
+        None => {}
+    }
+    Ok(())
+}
+
 impl Worker {
-    /// Takes over partitions: local state when it is current, else a restore from the
-    /// changelog; delivers what their outboxes still hold. Returns the offsets to
-    /// resume from.
+    /// Takes over partitions: every new one is shown as not ready first (and only then
+    /// the group as joined, so `/readyz` cannot pass in between), then all are opened
+    /// together — local state when it is current, else a restore from the changelog —
+    /// calling `keep_alive` while they restore; their outboxes are delivered, the
+    /// population gauges set from the restored counters, and only then are they
+    /// marked ready. Returns the offsets to resume from.
     pub(crate) fn take_over(
         &mut self,
         parts: &BTreeSet<i32>,
+        keep_alive: KeepAlive<'_>,
     ) -> Result<BTreeMap<TopicPartition, Offset>, ServiceError> {
         let mut offsets = BTreeMap::new();
-        let reader = self.restorer.reader()?;
-        for &p in parts {
-            let _span = info_span!("partition", partition = p).entered();
-            if self.parts.contains_key(&p) {
-                continue;
+        // Partitions kept from before resume where they are.
+        for (p, part) in &self.parts {
+            if parts.contains(p) {
+                for s in &part.sources {
+                    offsets.insert((s.topic.clone(), *p), Offset::Offset(s.next_offset));
+                }
             }
-            let part = self.restorer.open(&reader, p)?;
+        }
+        let new: Vec<i32> = parts
+            .iter()
+            .copied()
+            .filter(|p| !self.parts.contains_key(p))
+            .collect();
+        let registered = self.restorer.register(&new)?;
+        self.shared.set_joined();
+        self.shared.update_partition_gauges();
+        for part in self.restorer.open_all(registered, keep_alive)? {
             let known = part.seq > 0;
             for s in &part.sources {
                 offsets.insert(
-                    (s.topic.clone(), p),
+                    (s.topic.clone(), part.id),
                     if known {
                         Offset::Offset(s.next_offset)
                     } else {
@@ -190,15 +240,19 @@ impl Worker {
                     },
                 );
             }
-            self.parts.insert(p, part);
-            // Outputs committed before a crash go out before anything new.
-            let deadline =
-                Instant::now() + Duration::from_millis(self.cfg.shutdown.revoke_timeout_ms);
-            self.delivery.deliver(&self.parts, &[p], deadline);
+            self.parts.insert(part.id, part);
+        }
+        // Outputs committed before a crash go out before anything new.
+        let deadline = Instant::now() + Duration::from_millis(self.cfg.shutdown.revoke_timeout_ms);
+        self.delivery.deliver(&self.parts, &new, deadline);
+        // The gauges are right before the partitions count as ready.
+        self.refresh_gauges();
+        for &p in &new {
             self.shared
                 .partition_ready(p, self.parts[&p].engine().watermark());
         }
         self.shared.update_partition_gauges();
+        info!(partitions = new.len(), "partitions ready");
         Ok(offsets)
     }
 

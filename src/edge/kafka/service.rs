@@ -189,7 +189,13 @@ fn poll(consumer: &GroupConsumer, worker: &mut Worker, wait: Duration) -> Result
         }
         None => false,
     };
-    handle_recorded(consumer, worker)?;
+    if let Err(e) = handle_recorded(consumer, worker) {
+        // A take-over ended by a fatal consumer error: report it as such.
+        if let Some((code, reason)) = consumer.client().fatal_error() {
+            return Err(PollError::Fatal(code, reason));
+        }
+        return Err(e.into());
+    }
     Ok(got)
 }
 
