@@ -188,40 +188,17 @@ fn tansu_broker(partitions: i32, dir: &Path) -> Broker {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    for t in all_topics(&Config::default()) {
+    for t in Config::default().topics() {
         let ok = Command::new(&tansu)
             .args(["topic", "create", "--broker", &url, "--partitions"])
             .arg(partitions.to_string())
-            .arg(&t)
+            .arg(t)
             .status()
             .unwrap()
             .success();
         assert!(ok, "tansu topic create {t}");
     }
     broker
-}
-
-/// The input topics, then the output topics.
-fn all_topics(cfg: &Config) -> Vec<String> {
-    let (i, o) = (&cfg.input, &cfg.output);
-    let mut out: Vec<String> = Vec::new();
-    for t in [
-        &i.repair_orders.topic,
-        &i.visits.topic,
-        &i.contracts.topic,
-        &o.status_topic,
-        &o.changelog_topic,
-        &o.dead_letter_topic,
-    ] {
-        if !out.contains(t) {
-            out.push(t.clone());
-        }
-    }
-    out
-}
-
-fn input_topics(cfg: &Config) -> Vec<String> {
-    all_topics(cfg).into_iter().take(3).collect()
 }
 
 fn config(bootstrap: &str, dir: &Path) -> Config {
@@ -503,7 +480,7 @@ fn main() {
         a.partitions,
         produced.elapsed().as_secs_f64()
     );
-    let inputs = input_topics(&cfg);
+    let inputs: Vec<String> = cfg.input_topics().into_iter().map(String::from).collect();
     let mut held = 0;
     for t in &inputs {
         let (n, truncated) = topic_extent(&bs, t, a.partitions);

@@ -21,17 +21,7 @@ use std::time::{Duration, Instant};
 const PARTITIONS: i32 = 6;
 
 fn config(bootstrap: &str, state: &Path) -> Config {
-    let mut cfg = Config::default();
-    cfg.kafka.bootstrap_servers = bootstrap.to_string();
-    cfg.output.create_topics = false;
-    cfg.state.dir = state.to_path_buf();
-    cfg.state.commit_interval_ms = 200;
-    cfg.admin.listen = "127.0.0.1:0".into();
-    cfg.ticks.interval_ms = 0;
-    cfg.input.align_wait_ms = 10_000;
-    cfg.metrics.lag_interval_ms = 100;
-    cfg.shutdown.drain_timeout_ms = 20_000;
-    cfg
+    common::mock_service_config(bootstrap, state)
 }
 
 fn client(bootstrap: &str) -> rdkafka::ClientConfig {

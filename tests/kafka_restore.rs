@@ -27,18 +27,9 @@ use std::time::{Duration, Instant};
 const PARTITIONS: i32 = 12;
 
 fn config(bootstrap: &str, state: &Path, group: &str) -> Config {
-    let mut cfg = Config::default();
-    cfg.kafka.bootstrap_servers = bootstrap.to_string();
+    let mut cfg = common::mock_service_config(bootstrap, state);
     cfg.kafka.group_id = group.to_string();
-    cfg.output.create_topics = false;
-    cfg.state.dir = state.to_path_buf();
-    cfg.state.commit_interval_ms = 200;
-    cfg.admin.listen = "127.0.0.1:0".into();
-    cfg.ticks.interval_ms = 0;
-    cfg.input.align_wait_ms = 10_000;
-    cfg.metrics.lag_interval_ms = 100;
     cfg.metrics.kpi_interval_ms = 600_000;
-    cfg.shutdown.drain_timeout_ms = 20_000;
     cfg
 }
 

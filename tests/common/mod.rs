@@ -7,11 +7,29 @@ pub mod service;
 
 use churnwatch::core::policy::Policy;
 use churnwatch::core::time::Ts;
+use churnwatch::edge::kafka::config::Config;
 use churnwatch::edge::replay::{replay, ReplayOptions};
 use churnwatch::generate::{generate, GenConfig};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// A service config for the in-process tests on librdkafka's mock cluster: topics made
+/// by the test, state in `state`, commits every 200 ms, no ticks, an admin port of the
+/// system's choice, and waits long enough for a loaded test machine.
+pub fn mock_service_config(bootstrap: &str, state: &Path) -> Config {
+    let mut cfg = Config::default();
+    cfg.kafka.bootstrap_servers = bootstrap.to_string();
+    cfg.output.create_topics = false;
+    cfg.state.dir = state.to_path_buf();
+    cfg.state.commit_interval_ms = 200;
+    cfg.admin.listen = "127.0.0.1:0".into();
+    cfg.ticks.interval_ms = 0;
+    cfg.input.align_wait_ms = 10_000;
+    cfg.metrics.lag_interval_ms = 100;
+    cfg.shutdown.drain_timeout_ms = 20_000;
+    cfg
+}
 
 /// A generated history and replay's results on it.
 pub struct History {

@@ -91,16 +91,7 @@ pub fn backfill_jsonl(cfg: &Config, path: &Path, partitions: i32) -> Result<Back
         source,
     })?;
     let inputs = &cfg.input;
-    let mut topics: Vec<&str> = Vec::new();
-    for t in [
-        &inputs.repair_orders.topic,
-        &inputs.visits.topic,
-        &inputs.contracts.topic,
-    ] {
-        if !topics.contains(&t.as_str()) {
-            topics.push(t);
-        }
-    }
+    let topics = cfg.input_topics();
     let mut done = Backfill::default();
     for line in std::io::BufReader::new(f).lines() {
         let line = line.map_err(|source| IoError::Read {
@@ -225,23 +216,10 @@ pub fn mock_cluster(
 ) -> Result<rdkafka::mocking::MockCluster<'static, DefaultProducerContext>, IoError> {
     let cluster =
         rdkafka::mocking::MockCluster::new(1).map_err(kafka("starting the mock cluster"))?;
-    let i = &cfg.input;
-    let o = &cfg.output;
-    let mut made: Vec<&str> = Vec::new();
-    for t in [
-        &i.repair_orders.topic,
-        &i.visits.topic,
-        &i.contracts.topic,
-        &o.status_topic,
-        &o.changelog_topic,
-        &o.dead_letter_topic,
-    ] {
-        if !made.contains(&t.as_str()) {
-            cluster
-                .create_topic(t, partitions, 1)
-                .map_err(kafka("creating a mock topic"))?;
-            made.push(t);
-        }
+    for t in cfg.topics() {
+        cluster
+            .create_topic(t, partitions, 1)
+            .map_err(kafka("creating a mock topic"))?;
     }
     Ok(cluster)
 }

@@ -392,6 +392,26 @@ impl Default for MetricsConfig {
 }
 
 impl Config {
+    /// The input topics, each once, in the order repair orders, visits, contracts
+    /// (several inputs may share a topic).
+    pub fn input_topics(&self) -> Vec<&str> {
+        let i = &self.input;
+        distinct([&i.repair_orders.topic, &i.visits.topic, &i.contracts.topic])
+    }
+
+    /// Every topic the service reads or writes, each once: the input topics, then
+    /// status, changelog and dead-letter topics.
+    pub fn topics(&self) -> Vec<&str> {
+        let o = &self.output;
+        let mut all = self.input_topics();
+        for t in distinct([&o.status_topic, &o.changelog_topic, &o.dead_letter_topic]) {
+            if !all.contains(&t) {
+                all.push(t);
+            }
+        }
+        all
+    }
+
     /// Loads the configuration: defaults, then the TOML `file` (if any), then the
     /// `CHURNWATCH__…` variables of `env` (others are ignored; pass
     /// `std::env::vars()`), then the `--set key=value` flags in `sets`, each layer
@@ -597,4 +617,15 @@ mod tests {
         assert_eq!(c.kafka.properties["security.protocol"], "PLAINTEXT");
         assert_eq!(c.admin.listen, "0.0.0.0:9464");
     }
+}
+
+/// The names in order, each once.
+fn distinct<const N: usize>(names: [&String; N]) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::with_capacity(N);
+    for n in names {
+        if !out.contains(&n.as_str()) {
+            out.push(n);
+        }
+    }
+    out
 }
