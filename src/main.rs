@@ -12,7 +12,10 @@ use std::io::IsTerminal;
 
 /// mimalloc instead of the system allocator: the engine allocates and frees small
 /// strings and vectors per record, where glibc's malloc spent a quarter of a replay's
-/// CPU (consolidating and zeroing fresh pages) and fragmented the heap.
+/// CPU (consolidating and zeroing fresh pages) and fragmented the heap. Build with
+/// `--no-default-features --features generator` to get the system allocator back, for
+/// heap profilers that hook malloc (heaptrack).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -81,28 +81,40 @@ fn outputs_are_byte_identical_for_any_thread_count_commit_interval_cache_size_an
         )
     };
     let want = read("base");
-    // (threads, commit interval, store engine, customers kept in memory): a small
-    // cache makes customers leave memory between commits and come back from the store.
-    for (threads, commit_every, engine, cache) in [
-        (2, 200_000, StoreEngine::Fjall, 100_000),
-        (3, 101, StoreEngine::Fjall, 100_000),
-        (8, 1, StoreEngine::Fjall, 100_000),
-        (2, 997, StoreEngine::Sled, 100_000),
-        (2, 5_000, StoreEngine::Fjall, 16),
-        (1, 200_000, StoreEngine::Fjall, 16),
+    // (threads, commit interval, store engine, customers kept in memory, most changed
+    // customers per commit): a small cache makes customers leave memory between
+    // commits and come back from the store; a small commit bound makes commits fall
+    // between the record intervals, wherever enough customers changed.
+    let max = usize::MAX;
+    for (threads, commit_every, engine, cache, commit_customers) in [
+        (2, 200_000, StoreEngine::Fjall, 100_000, max),
+        (3, 101, StoreEngine::Fjall, 100_000, max),
+        (8, 1, StoreEngine::Fjall, 100_000, max),
+        (2, 997, StoreEngine::Sled, 100_000, max),
+        (2, 5_000, StoreEngine::Fjall, 16, max),
+        (1, 200_000, StoreEngine::Fjall, 16, max),
+        (2, 200_000, StoreEngine::Fjall, 100_000, 7),
+        (2, 5_000, StoreEngine::Sled, 16, 50),
     ] {
-        let name = format!("t{threads}-c{commit_every}-{engine}-m{cache}");
+        let name = format!("t{threads}-c{commit_every}-{engine}-m{cache}-d{commit_customers}");
         let mut o = opts(&input, dir.path(), &name);
         o.threads = threads;
         o.commit_every = commit_every;
         o.cache_capacity = cache;
+        o.commit_customers = commit_customers;
         o.store_options.engine = Some(engine);
-        let s = replay(&o, &mut |_| {}).unwrap();
+        let mut commits = 0u64;
+        let s = replay(&o, &mut |_| commits += 1).unwrap();
         assert_eq!(s.status_changes, reference.status_changes, "{name}");
         assert!(
             read(&name) == want,
             "{name}: outputs differ from one thread's"
         );
+        if commit_customers == 7 {
+            // Each commit carries at most 7 changed customers (400 customers, many
+            // visits each): far more commits than the one the record interval makes.
+            assert!(commits > 100, "{name}: only {commits} commits");
+        }
     }
 }
 

@@ -297,6 +297,9 @@ impl CustomerState {
                         }
                     }
                     None => {
+                        // One at a time: most customers hold one or two contracts,
+                        // and a cached customer's spare capacity is memory wasted.
+                        self.contracts.reserve_exact(1);
                         self.contracts.push(new);
                         self.contracts
                             .sort_by(|a, b| a.contract_id.cmp(&b.contract_id));
@@ -387,6 +390,8 @@ impl CustomerState {
                 }
             }
             None => {
+                // Most customers have one vehicle; no spare capacity in the cache.
+                self.vehicles.reserve_exact(1);
                 self.vehicles.push(Vehicle {
                     vin: vin.map(str::to_string),
                     model: model.map(str::to_string),

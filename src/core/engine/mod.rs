@@ -148,6 +148,8 @@ pub struct Engine {
     pending: BTreeMap<(Ts, String, String), Event>,
     timers: BTreeSet<(Ts, Arc<str>)>,
     cache: HashMap<Arc<str>, Box<Entry>>,
+    /// Cached customers changed since the last [`Engine::take_dirty`].
+    dirty: usize,
     counters: Counters,
 }
 
@@ -173,6 +175,7 @@ impl Engine {
                 .map(|(t, id)| (t, Arc::from(id)))
                 .collect(),
             cache: HashMap::new(),
+            dirty: 0,
             counters: meta.counters,
         }
     }
@@ -210,6 +213,13 @@ impl Engine {
     /// Customers held in memory.
     pub fn cached_customers(&self) -> usize {
         self.cache.len()
+    }
+
+    /// Customers changed since the last [`Engine::take_dirty`]: what the next commit
+    /// writes. Depends only on the records since that commit (never on what the cache
+    /// let go), so a commit triggered by it falls on the same record on every run.
+    pub fn dirty_customers(&self) -> usize {
+        self.dirty
     }
 
     /// A customer's state if held in memory.
@@ -318,12 +328,18 @@ impl Engine {
         src: &S,
         out: &mut Vec<StatusChange>,
     ) -> Result<(), S::Error> {
-        let entry = entry(&mut self.cache, &mut self.counters, &e, src)?;
+        let entry = entry(
+            &mut self.cache,
+            &mut self.counters,
+            &mut self.dirty,
+            &e,
+            src,
+        )?;
         if !entry.state.apply(&e, &self.policy) {
             self.counters.duplicates += 1;
             return Ok(());
         }
-        entry.dirty = true;
+        mark_dirty(entry, &mut self.dirty);
         let extra = if e.is_visit() {
             Extra::Visited(&e)
         } else {
@@ -341,12 +357,18 @@ impl Engine {
         out: &mut Vec<StatusChange>,
     ) -> Result<bool, S::Error> {
         let w = self.watermark.expect("late implies a watermark");
-        let entry = entry(&mut self.cache, &mut self.counters, &e, src)?;
+        let entry = entry(
+            &mut self.cache,
+            &mut self.counters,
+            &mut self.dirty,
+            &e,
+            src,
+        )?;
         if !entry.state.apply(&e, &self.policy) {
             self.counters.duplicates += 1;
             return Ok(false);
         }
-        entry.dirty = true;
+        mark_dirty(entry, &mut self.dirty);
         self.evaluate(&e.customer_id, w, Trigger::Event, Extra::Late(&e, w), out);
         Ok(true)
     }
@@ -381,7 +403,7 @@ impl Engine {
         }
         // The timer entry is consumed; evaluate() sets the next one.
         entry.state.next_deadline = None;
-        entry.dirty = true;
+        mark_dirty(entry, &mut self.dirty);
         self.counters.timers_fired += 1;
         self.evaluate(customer, at, Trigger::Timer, Extra::None, out);
         Ok(())
@@ -481,7 +503,7 @@ impl Engine {
             (a, b) => a.or(b),
         };
         set_deadline(&mut self.timers, &entry.id, state, next);
-        entry.dirty = true;
+        mark_dirty(entry, &mut self.dirty);
     }
 
     /// Everything changed since the last call, for one atomic store batch; marks the
@@ -521,6 +543,7 @@ impl Engine {
             }
             e.dirty = false;
         }
+        self.dirty = 0;
         d.meta = self.meta();
         Ok(d)
     }
@@ -557,6 +580,7 @@ impl Engine {
 fn entry<'a, S: CustomerSource>(
     cache: &'a mut HashMap<Arc<str>, Box<Entry>>,
     counters: &mut Counters,
+    dirty: &mut usize,
     e: &Event,
     src: &S,
 ) -> Result<&'a mut Entry, S::Error> {
@@ -571,6 +595,7 @@ fn entry<'a, S: CustomerSource>(
             },
             None => {
                 counters.customers += 1;
+                *dirty += 1;
                 Entry {
                     id: id.clone(),
                     state: CustomerState::new(&e.customer_id, &e.dealer_id),
@@ -620,6 +645,14 @@ impl Extra<'_> {
                 ),
             }),
         }
+    }
+}
+
+/// Marks a cached customer changed, counting it once until the next commit.
+fn mark_dirty(entry: &mut Entry, dirty: &mut usize) {
+    if !entry.dirty {
+        entry.dirty = true;
+        *dirty += 1;
     }
 }
 

@@ -455,6 +455,46 @@ fn take_dirty_tracks_timer_changes() {
 }
 
 #[test]
+fn dirty_customers_counts_each_changed_customer_once_until_taken() {
+    let mut e = Engine::new(Policy::default());
+    assert_eq!(e.dirty_customers(), 0);
+    run(
+        &mut e,
+        vec![
+            visit("a", "C1", "2024-01-10T09:00:00Z"),
+            visit("b", "C1", "2024-01-11T09:00:00Z"),
+            visit("c", "C2", "2024-01-12T09:00:00Z"),
+            tick("2024-01-13T00:00:00Z"),
+        ],
+    );
+    assert_eq!(e.dirty_customers(), 2);
+    assert_eq!(e.take_dirty().customers.len(), 2);
+    assert_eq!(e.dirty_customers(), 0);
+    // Evicting clean customers and firing a timer for one of them: it is loaded and
+    // counted once, whatever the cache held.
+    let mut src = std::collections::HashMap::new();
+    for id in ["C1", "C2"] {
+        src.insert(id.to_string(), e.cached(id).unwrap().clone());
+    }
+    e.evict(0);
+    assert_eq!(e.cached_customers(), 0);
+    let mut out = Vec::new();
+    e.process(tick("2024-08-01T00:00:00Z"), &MapSource(&src), &mut out)
+        .unwrap();
+    assert_eq!(e.dirty_customers(), 2);
+    assert_eq!(e.take_dirty().customers.len(), 2);
+}
+
+struct MapSource<'a>(&'a std::collections::HashMap<String, CustomerState>);
+
+impl CustomerSource for MapSource<'_> {
+    type Error = std::convert::Infallible;
+    fn load(&self, id: &str) -> Result<Option<CustomerState>, Self::Error> {
+        Ok(self.0.get(id).cloned())
+    }
+}
+
+#[test]
 fn engine_restores_from_store_and_continues_identically() {
     use crate::store::MemStore;
     let inputs = vec![

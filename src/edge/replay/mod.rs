@@ -60,6 +60,9 @@ pub struct ReplayOptions {
     pub commit_every: u64,
     /// Customers kept in memory between commits (see [`ReplayOptions::memory_budget`]).
     pub cache_capacity: usize,
+    /// Most changed customers one commit carries: a commit comes early when this many
+    /// customers changed since the last one (see [`ReplayOptions::memory_budget`]).
+    pub commit_customers: usize,
     /// The store's engine and its share of the memory budget.
     pub store_options: StoreOptions,
     /// After the inputs, advance stream time to this instant (firing due timers).
@@ -88,6 +91,7 @@ impl ReplayOptions {
             fresh: false,
             commit_every: DEFAULT_COMMIT_EVERY,
             cache_capacity: customers_in(DEFAULT_MEMORY_BUDGET),
+            commit_customers: commit_customers_in(DEFAULT_MEMORY_BUDGET),
             store_options: StoreOptions {
                 engine: None,
                 memory: store_share(DEFAULT_MEMORY_BUDGET),
@@ -120,17 +124,31 @@ pub fn customers_in(bytes: u64) -> usize {
     (bytes / 2 / BYTES_PER_CACHED_CUSTOMER).max(1_000) as usize
 }
 
-/// The store engine's share of a budget of `bytes`: a quarter (the last quarter is
-/// left for the timer index, buffers of one commit and the allocator).
+/// What one changed customer is reckoned to cost while its commit is written: the
+/// state encoded for the store (~1.3 KB on generated five-year histories), and the
+/// store batch's own copy of it, part by part.
+pub const BYTES_PER_COMMITTED_CUSTOMER: u64 = 2048;
+
+/// The changed customers one commit may carry within a budget of `bytes`: a quarter
+/// of it. The record interval (`commit_every`) still applies; whichever comes first.
+pub fn commit_customers_in(bytes: u64) -> usize {
+    (bytes / 4 / BYTES_PER_COMMITTED_CUSTOMER).max(1_000) as usize
+}
+
+/// The store engine's share of a budget of `bytes`: a quarter (the cache has half and
+/// the commit being written the last quarter; the timer index, ~70 bytes a customer,
+/// and the decoding buffers come on top).
 pub fn store_share(bytes: u64) -> u64 {
     bytes / 4
 }
 
 impl ReplayOptions {
-    /// Splits a memory budget of `bytes` between the customer cache (half) and the
-    /// store engine (a quarter: block cache and write buffers).
+    /// Splits a memory budget of `bytes` between the customer cache (half), the store
+    /// engine (a quarter: block cache and write buffers) and the commit being written
+    /// (a quarter: it bounds the changed customers one commit carries).
     pub fn memory_budget(&mut self, bytes: u64) -> &mut Self {
         self.cache_capacity = customers_in(bytes);
+        self.commit_customers = commit_customers_in(bytes);
         self.store_options.memory = store_share(bytes);
         self
     }
@@ -357,14 +375,18 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Commits when the record count reaches a commit point.
+    /// Commits when the record count reaches a commit point, or earlier when the
+    /// changed customers fill the commit's share of the memory budget. Both depend on
+    /// the records alone, so a resumed replay commits where an uninterrupted one does.
     fn maybe_commit(
         &mut self,
         progress: &mut dyn FnMut(ReplayProgress),
         bytes_done: u64,
         bytes_total: u64,
     ) -> Result<(), ReplayError> {
-        if self.p.records % self.opts.commit_every == 0 {
+        if self.p.records % self.opts.commit_every == 0
+            || self.driver.engine().dirty_customers() >= self.opts.commit_customers
+        {
             self.commit()?;
             progress(ReplayProgress {
                 bytes_done,
