@@ -25,6 +25,7 @@ use crate::core::status::{
     change_id, recommended_actions, Level, Lifecycle, Reason, Status, StatusChange, Trigger,
 };
 use crate::core::time::Ts;
+use crate::model::hash::BuildIdHasher;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -142,12 +143,14 @@ pub struct Engine {
     policy: Policy,
     max_seen: Option<Ts>,
     watermark: Option<Ts>,
-    /// Keyed by event time, event id and customer: two customers' events that share
-    /// an id and an instant are both kept (a duplicate is the same id for the same
-    /// customer).
-    pending: BTreeMap<(Ts, String, String), Event>,
+    /// By event time; at one instant, sorted by (event id, customer) descending, so
+    /// the next to apply is the last. Two customers' events that share an id and an
+    /// instant are both kept (a duplicate is the same id for the same customer).
+    pending: BTreeMap<Ts, Vec<Event>>,
+    /// Events in `pending`.
+    pending_len: usize,
     timers: BTreeSet<(Ts, Arc<str>)>,
-    cache: HashMap<Arc<str>, Box<Entry>>,
+    cache: HashMap<Arc<str>, Box<Entry>, BuildIdHasher>,
     /// Cached customers changed since the last [`Engine::take_dirty`].
     dirty: usize,
     counters: Counters,
@@ -161,23 +164,54 @@ impl Engine {
 
     /// An engine resumed from persisted meta and timer entries.
     pub fn restore(policy: Policy, meta: EngineMeta, timers: Vec<(Ts, String)>) -> Self {
-        Engine {
+        let mut engine = Engine {
             policy,
             max_seen: meta.max_seen,
             watermark: meta.watermark,
-            pending: meta
-                .pending
-                .into_iter()
-                .map(|e| ((e.event_time, e.event_id.clone(), e.customer_id.clone()), e))
-                .collect(),
+            pending: BTreeMap::new(),
+            pending_len: 0,
             timers: timers
                 .into_iter()
                 .map(|(t, id)| (t, Arc::from(id)))
                 .collect(),
-            cache: HashMap::new(),
+            cache: HashMap::default(),
             dirty: 0,
             counters: meta.counters,
+        };
+        for e in meta.pending {
+            engine.buffer(e);
         }
+        engine
+    }
+
+    /// Buffers an event until stream time passes it; false when the same event (id,
+    /// customer, instant) is already waiting.
+    fn buffer(&mut self, e: Event) -> bool {
+        let at = self
+            .pending
+            .entry(e.event_time)
+            .or_insert_with(|| Vec::with_capacity(1));
+        // Descending: the position where `e` keeps the order is where the event
+        // compares from `e`'s side.
+        match at.binary_search_by(|x| pending_key(&e).cmp(&pending_key(x))) {
+            Ok(_) => false,
+            Err(i) => {
+                at.insert(i, e);
+                self.pending_len += 1;
+                true
+            }
+        }
+    }
+
+    /// The next buffered event due at or before `w`, taken out of the buffer.
+    fn next_due(&mut self, w: Ts) -> Option<Event> {
+        let mut first = self.pending.first_entry().filter(|f| *f.key() <= w)?;
+        let e = first.get_mut().pop().expect("no empty instant is kept");
+        if first.get().is_empty() {
+            first.remove();
+        }
+        self.pending_len -= 1;
+        Some(e)
     }
 
     /// The policy in force.
@@ -207,7 +241,7 @@ impl Engine {
 
     /// Events buffered until stream time passes them.
     pub fn pending_events(&self) -> usize {
-        self.pending.len()
+        self.pending_len
     }
 
     /// Customers held in memory.
@@ -252,16 +286,11 @@ impl Engine {
                     }
                 } else {
                     let t = e.event_time;
-                    let key = (t, e.event_id.clone(), e.customer_id.clone());
-                    let arrival = match self.pending.entry(key) {
-                        std::collections::btree_map::Entry::Occupied(_) => {
-                            self.counters.duplicates += 1;
-                            Arrival::Duplicate
-                        }
-                        std::collections::btree_map::Entry::Vacant(v) => {
-                            v.insert(e);
-                            Arrival::Accepted
-                        }
+                    let arrival = if self.buffer(e) {
+                        Arrival::Accepted
+                    } else {
+                        self.counters.duplicates += 1;
+                        Arrival::Duplicate
                     };
                     self.observe(t);
                     arrival
@@ -306,12 +335,12 @@ impl Engine {
             return Ok(());
         };
         loop {
-            let ev = self.pending.keys().next().filter(|k| k.0 <= w).map(|k| k.0);
+            let ev = self.pending.keys().next().filter(|t| **t <= w).copied();
             let tm = self.timers.first().filter(|k| k.0 <= w).map(|k| k.0);
             match (ev, tm) {
                 (None, None) => return Ok(()),
                 (Some(e), t) if t.is_none_or(|t| e <= t) => {
-                    let (_, event) = self.pending.pop_first().expect("peeked");
+                    let event = self.next_due(w).expect("peeked");
                     self.on_event(event, src, out)?;
                 }
                 _ => {
@@ -553,7 +582,11 @@ impl Engine {
         EngineMeta {
             max_seen: self.max_seen,
             watermark: self.watermark,
-            pending: self.pending.values().cloned().collect(),
+            pending: self
+                .pending
+                .values()
+                .flat_map(|at| at.iter().rev().cloned())
+                .collect(),
             counters: self.counters.clone(),
         }
     }
@@ -578,7 +611,7 @@ impl Engine {
 
 /// The customer's cached entry, loaded from the source or created on first sight.
 fn entry<'a, S: CustomerSource>(
-    cache: &'a mut HashMap<Arc<str>, Box<Entry>>,
+    cache: &'a mut HashMap<Arc<str>, Box<Entry>, BuildIdHasher>,
     counters: &mut Counters,
     dirty: &mut usize,
     e: &Event,
@@ -646,6 +679,11 @@ impl Extra<'_> {
             }),
         }
     }
+}
+
+/// The order of buffered events at one instant.
+fn pending_key(e: &Event) -> (&str, &str) {
+    (&e.event_id, &e.customer_id)
 }
 
 /// Marks a cached customer changed, counting it once until the next commit.
