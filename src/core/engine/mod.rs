@@ -151,8 +151,9 @@ pub struct Engine {
     pending_len: usize,
     timers: BTreeSet<(Ts, Arc<str>)>,
     cache: HashMap<Arc<str>, Box<Entry>, BuildIdHasher>,
-    /// Cached customers changed since the last [`Engine::take_dirty`].
-    dirty: usize,
+    /// Cached customers changed since the last [`Engine::take_dirty`], in the order
+    /// they changed (a commit visits these, not the whole cache).
+    dirty: Vec<Arc<str>>,
     counters: Counters,
 }
 
@@ -175,7 +176,7 @@ impl Engine {
                 .map(|(t, id)| (t, Arc::from(id)))
                 .collect(),
             cache: HashMap::default(),
-            dirty: 0,
+            dirty: Vec::new(),
             counters: meta.counters,
         };
         for e in meta.pending {
@@ -253,7 +254,7 @@ impl Engine {
     /// writes. Depends only on the records since that commit (never on what the cache
     /// let go), so a commit triggered by it falls on the same record on every run.
     pub fn dirty_customers(&self) -> usize {
-        self.dirty
+        self.dirty.len()
     }
 
     /// A customer's state if held in memory.
@@ -556,11 +557,15 @@ impl Engine {
         &mut self,
         mut each: impl FnMut(&CustomerState) -> Result<(), E>,
     ) -> Result<Dirty, E> {
-        for e in self.cache.values().filter(|e| e.dirty) {
-            each(&e.state)?;
+        for id in &self.dirty {
+            each(&self.cache[id].state)?;
         }
         let mut d = Dirty::default();
-        for (id, e) in self.cache.iter_mut().filter(|(_, e)| e.dirty) {
+        for id in std::mem::take(&mut self.dirty) {
+            let e = self
+                .cache
+                .get_mut(&id)
+                .expect("dirty customers stay cached");
             if e.persisted_deadline != e.state.next_deadline {
                 if let Some(old) = e.persisted_deadline {
                     d.timers_removed.push((old, id.to_string()));
@@ -572,7 +577,6 @@ impl Engine {
             }
             e.dirty = false;
         }
-        self.dirty = 0;
         d.meta = self.meta();
         Ok(d)
     }
@@ -613,7 +617,7 @@ impl Engine {
 fn entry<'a, S: CustomerSource>(
     cache: &'a mut HashMap<Arc<str>, Box<Entry>, BuildIdHasher>,
     counters: &mut Counters,
-    dirty: &mut usize,
+    dirty: &mut Vec<Arc<str>>,
     e: &Event,
     src: &S,
 ) -> Result<&'a mut Entry, S::Error> {
@@ -628,7 +632,7 @@ fn entry<'a, S: CustomerSource>(
             },
             None => {
                 counters.customers += 1;
-                *dirty += 1;
+                dirty.push(id.clone());
                 Entry {
                     id: id.clone(),
                     state: CustomerState::new(&e.customer_id, &e.dealer_id),
@@ -687,10 +691,10 @@ fn pending_key(e: &Event) -> (&str, &str) {
 }
 
 /// Marks a cached customer changed, counting it once until the next commit.
-fn mark_dirty(entry: &mut Entry, dirty: &mut usize) {
+fn mark_dirty(entry: &mut Entry, dirty: &mut Vec<Arc<str>>) {
     if !entry.dirty {
         entry.dirty = true;
-        *dirty += 1;
+        dirty.push(entry.id.clone());
     }
 }
 
