@@ -229,13 +229,15 @@ struct ReplayArgs {
     /// reaches beyond today (a generated future period).
     #[arg(long)]
     as_of: Option<String>,
-    /// Commit state, progress and outputs every this many records (each commit is
-    /// written on a thread of its own while the replay goes on).
+    /// Commit state, progress and outputs every this many records, or sooner when the
+    /// changed customers fill a quarter of the memory budget (each commit is written
+    /// on a thread of its own while the replay goes on).
     #[arg(long, default_value_t = churnwatch::edge::replay::DEFAULT_COMMIT_EVERY)]
     commit_every: u64,
     /// Memory budget in MiB: half for customers kept in memory, a quarter for the
-    /// store engine's caches and write buffers (the rest: timers, one commit's
-    /// buffers). Peak memory stays near it whatever the number of customers.
+    /// store engine's caches and write buffers, a quarter for the commit being
+    /// written (the timer index comes on top). Peak memory stays near it whatever the
+    /// number of customers.
     #[arg(long, default_value_t = 512)]
     memory_mib: u64,
     /// Customers kept in memory (default: from --memory-mib, 512 per MiB).

@@ -358,18 +358,9 @@ impl Engine {
         src: &S,
         out: &mut Vec<StatusChange>,
     ) -> Result<(), S::Error> {
-        let entry = entry(
-            &mut self.cache,
-            &mut self.counters,
-            &mut self.dirty,
-            &e,
-            src,
-        )?;
-        if !entry.state.apply(&e, &self.policy) {
-            self.counters.duplicates += 1;
+        if !self.apply(&e, src)? {
             return Ok(());
         }
-        mark_dirty(entry, &mut self.dirty);
         let extra = if e.is_visit() {
             Extra::Visited(&e)
         } else {
@@ -377,6 +368,18 @@ impl Engine {
         };
         self.evaluate(&e.customer_id, e.event_time, Trigger::Event, extra, out);
         Ok(())
+    }
+
+    /// Applies an event to its customer's state (loaded or created); false when the
+    /// customer had already applied it (a duplicate, counted).
+    fn apply<S: CustomerSource>(&mut self, e: &Event, src: &S) -> Result<bool, S::Error> {
+        let entry = entry(&mut self.cache, &mut self.counters, &mut self.dirty, e, src)?;
+        if !entry.state.apply(e, &self.policy) {
+            self.counters.duplicates += 1;
+            return Ok(false);
+        }
+        mark_dirty(entry, &mut self.dirty);
+        Ok(true)
     }
 
     /// Applies a late event; false when it was a duplicate.
@@ -387,18 +390,9 @@ impl Engine {
         out: &mut Vec<StatusChange>,
     ) -> Result<bool, S::Error> {
         let w = self.watermark.expect("late implies a watermark");
-        let entry = entry(
-            &mut self.cache,
-            &mut self.counters,
-            &mut self.dirty,
-            &e,
-            src,
-        )?;
-        if !entry.state.apply(&e, &self.policy) {
-            self.counters.duplicates += 1;
+        if !self.apply(&e, src)? {
             return Ok(false);
         }
-        mark_dirty(entry, &mut self.dirty);
         self.evaluate(&e.customer_id, w, Trigger::Event, Extra::Late(&e, w), out);
         Ok(true)
     }
