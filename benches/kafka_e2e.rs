@@ -5,7 +5,11 @@
 //! ```text
 //! cargo bench --bench kafka_e2e -- [--customers N] [--years Y] [--partitions P]
 //!     [--broker mock|tansu] [--latency [--live-seconds S] [--live-rate R]]
+//!     [--set KEY=VALUE]... [--throughput-only]
 //! ```
+//!
+//! `--set` passes a config override to every `churnwatch run` the benchmark starts
+//! (as the binary's own `--set`); `--throughput-only` stops after step 3.
 //!
 //! Defaults: 20,000 customers × 3 years over 24 partitions on librdkafka's mock
 //! cluster. The broker runs in its own process: this benchmark's own binary started
@@ -14,7 +18,8 @@
 //! closes), or `tansu` (`~/.cargo/bin/tansu`, memory storage, topics created with
 //! `tansu topic create`). The service is the release binary `churnwatch run`, in its
 //! own process too, watched through its admin port; the bare consumer runs in this
-//! process.
+//! process. `CHURNWATCH_BENCH_BIN=path` runs another build of `churnwatch` instead
+//! (an older one, to compare two versions with the same harness).
 //!
 //! 1. *Backlog*: the generated history is produced to the input topics first.
 //! 2. *Bare consumer*: a group consumer with the service's fetch settings, subscribed
@@ -23,7 +28,9 @@
 //! 3. *Service*: `churnwatch run` (default flags) consumes the backlog: records/s
 //!    handed to the engines from the first one until every partition is read,
 //!    committed and its outbox (status changes, dead letters, changelog) acknowledged;
-//!    and the ratio service / bare. Peak RSS is the process's `VmHWM`.
+//!    and the ratio service / bare. Peak RSS is the process's `VmHWM`; the CPU the
+//!    service used meanwhile (user + system, from `/proc`) per record is printed too:
+//!    on a shared machine it varies far less than the rates.
 //! 4. *Restore*: the service is stopped (SIGTERM), its state directory deleted, and
 //!    started again: seconds from the start of the process until `/readyz` answers
 //!    200, every partition restored from the changelog.
@@ -67,6 +74,8 @@ struct Args {
     live_seconds: u64,
     live_rate: u64,
     serve_mock_broker: Option<i32>,
+    sets: Vec<String>,
+    throughput_only: bool,
 }
 
 fn args() -> Args {
@@ -79,6 +88,8 @@ fn args() -> Args {
         live_seconds: 20,
         live_rate: 500,
         serve_mock_broker: None,
+        sets: Vec::new(),
+        throughput_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -97,6 +108,11 @@ fn args() -> Args {
                 a.serve_mock_broker = Some(value("--serve-mock-broker") as i32)
             }
             "--latency" => a.latency = true,
+            "--throughput-only" => a.throughput_only = true,
+            "--set" => a.sets.push(
+                it.next()
+                    .expect("--set takes KEY=VALUE (a config override)"),
+            ),
             "--broker" => match it.next().as_deref() {
                 Some("mock") => a.tansu = false,
                 Some("tansu") => a.tansu = true,
@@ -279,11 +295,15 @@ struct Service {
 }
 
 impl Service {
-    fn spawn(bootstrap: &str, state: &Path, group: &str) -> Service {
+    fn spawn(bootstrap: &str, state: &Path, group: &str, sets: &[String]) -> Service {
         let port_file = state.with_extension("addr");
         let log = state.with_extension("log");
         let _ = std::fs::remove_file(&port_file);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_churnwatch"));
+        let bin = std::env::var_os("CHURNWATCH_BENCH_BIN").map_or_else(
+            || PathBuf::from(env!("CARGO_BIN_EXE_churnwatch")),
+            PathBuf::from,
+        );
+        let mut cmd = Command::new(bin);
         for (k, _) in std::env::vars_os() {
             if k.to_string_lossy().starts_with("CHURNWATCH__") {
                 cmd.env_remove(k);
@@ -298,6 +318,9 @@ impl Service {
             "metrics.kpi_interval_ms=600000",
             &format!("kafka.group_id={group}"),
         ] {
+            cmd.args(["--set", s]);
+        }
+        for s in sets {
             cmd.args(["--set", s]);
         }
         let out = std::fs::File::create(&log).unwrap();
@@ -375,6 +398,25 @@ impl Service {
             assert!(since.elapsed() < Duration::from_secs(1800), "never ready");
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// CPU seconds (user + system, all threads) the process has used so far.
+    fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // The fields after the command name (which may hold spaces) are numbered from
+        // 3; utime and stime are 14 and 15, in clock ticks.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<f64> = rest
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0.0))
+            .collect();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        if f.len() < 13 || hz <= 0.0 {
+            return f64::NAN;
+        }
+        (f[11] + f[12]) / hz
     }
 
     /// The process's peak resident set (VmHWM), MiB.
@@ -499,10 +541,11 @@ fn main() {
     // 3. The service over the backlog.
     let state = tmp.path().join("state");
     let spawned = Instant::now();
-    let mut svc = Service::spawn(&bs, &state, "bench-backlog");
+    let mut svc = Service::spawn(&bs, &state, "bench-backlog", &a.sets);
     let mut t0 = None;
     let mut stable = 0;
     let mut t1 = Instant::now();
+    let (mut cpu0, mut cpu1) = (0.0, 0.0);
     while stable < 3 {
         svc.assert_running();
         assert!(
@@ -512,6 +555,7 @@ fn main() {
         std::thread::sleep(Duration::from_millis(20));
         if t0.is_none() && svc.metric("churnwatch_processed_events_total") > 0.0 {
             t0 = Some(Instant::now());
+            cpu0 = svc.cpu_seconds();
         }
         if t0.is_some()
             && svc.metric("churnwatch_caught_up") == 1.0
@@ -519,6 +563,7 @@ fn main() {
         {
             if stable == 0 {
                 t1 = Instant::now();
+                cpu1 = svc.cpu_seconds();
             }
             stable += 1;
         } else {
@@ -534,11 +579,20 @@ fn main() {
         "service: {processed} records consumed -> state -> produced in {secs:.2} s = {service:.0} records/s; {changes} status changes; {customers} customers; peak RSS {:.0} MiB",
         svc.peak_rss_mib()
     );
+    let cpu = cpu1 - cpu0;
+    println!(
+        "  service CPU (all threads, user + system): {cpu:.2} s = {:.1} us per record, {:.2} cores busy on average",
+        cpu * 1e6 / processed,
+        cpu / secs
+    );
     println!(
         "ratio service / bare consumer: {:.3} ({service:.0} / {bare:.0} records/s)",
         service / bare
     );
     svc.stop();
+    if a.throughput_only {
+        return;
+    }
     let (changelog, truncated) = topic_extent(&bs, &cfg.output.changelog_topic, a.partitions);
     println!("  changelog: {changelog} records");
     if !truncated.is_empty() {
@@ -548,7 +602,7 @@ fn main() {
     // 4. Restore from the changelog.
     std::fs::remove_dir_all(&state).unwrap();
     let spawned = Instant::now();
-    let mut svc = Service::spawn(&bs, &state, "bench-restore");
+    let mut svc = Service::spawn(&bs, &state, "bench-restore", &a.sets);
     let (joined, ready) = svc.wait_ready(spawned);
     let restored = svc.metric("churnwatch_customers");
     let restores = svc.metric("churnwatch_restores_total");
@@ -589,7 +643,7 @@ fn main() {
 
     // 5. Restart with local state.
     let spawned = Instant::now();
-    let mut svc = Service::spawn(&bs, &state, "bench-local");
+    let mut svc = Service::spawn(&bs, &state, "bench-local", &a.sets);
     let (joined, ready) = svc.wait_ready(spawned);
     println!(
         "restart with local state: {} customers over {} partitions ({} restored): /readyz 200 after {ready:.2} s from the process start (assigned after {joined:.2} s)",

@@ -106,6 +106,25 @@ fn kafka_path_gives_the_same_status_changes_as_replay() {
 }
 
 #[test]
+fn partitions_worked_on_side_by_side_give_the_same_status_changes_as_replay() {
+    let h = history(300, 12);
+    let probe = config("", &h.dir.join("s"));
+    let cluster = mock_cluster(&probe, PARTITIONS).unwrap();
+    let bs = cluster.bootstrap_servers();
+    let mut cfg = config(&bs, &h.dir.join("state"));
+    // More threads than cores: partitions are decoded, handed on and committed on
+    // several threads at once whatever the machine.
+    cfg.state.threads = 3;
+    backfill(&cfg, &h);
+    let running = start(cfg, Policy::default()).unwrap();
+    wait_caught_up(&[&running], Duration::from_secs(120));
+    let published = running.shared.published();
+    running.stop().unwrap();
+    let got = changes_by_id(&bs, published.changes as usize);
+    assert_same(&h, &got);
+}
+
+#[test]
 fn two_instances_share_the_partitions_and_give_the_same_union() {
     let h = history(300, 12);
     let probe = config("", &h.dir.join("s"));

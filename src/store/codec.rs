@@ -6,7 +6,7 @@ use crate::store::StoreError;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-fn options() -> impl bincode::Options {
+pub(crate) fn options() -> impl bincode::Options {
     bincode::DefaultOptions::new()
 }
 

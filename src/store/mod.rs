@@ -206,9 +206,10 @@ pub struct OutboxKey {
 }
 
 impl OutboxKey {
+    /// The key of one entry as earlier versions kept them (`o/`, seq, index).
+    #[cfg(test)]
     fn bytes(self) -> Vec<u8> {
-        let mut k = OUTBOX.to_vec();
-        k.extend_from_slice(&self.seq.to_be_bytes());
+        let mut k = commit_key(self.seq);
         k.extend_from_slice(&self.index.to_be_bytes());
         k
     }
@@ -222,6 +223,14 @@ impl OutboxKey {
             index: u32::from_be_bytes(k[10..14].try_into().expect("4 bytes")),
         })
     }
+}
+
+/// The key of commit `seq`'s outbox: `o/` and the sequence number, big-endian (so a
+/// scan comes in commit order).
+fn commit_key(seq: u64) -> Vec<u8> {
+    let mut k = OUTBOX.to_vec();
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
 }
 
 /// One commit's outbox entries, in order, with the commit's sequence number.
@@ -278,27 +287,26 @@ impl Batch {
         Ok(self)
     }
 
-    /// Commit `seq`'s outbox entries, in order.
+    /// Commit `seq`'s outbox entries, in order: one value for the whole commit (one
+    /// write now and one delete when it is delivered, however many records it holds).
     pub fn outbox<O: Serialize>(
         &mut self,
         seq: u64,
         entries: &[O],
     ) -> Result<&mut Self, StoreError> {
-        for (i, o) in entries.iter().enumerate() {
-            let k = OutboxKey {
-                seq,
-                index: i as u32,
-            }
-            .bytes();
-            let v = encode(o, &k)?;
-            self.ops.push((k, Some(v)));
-        }
+        let k = commit_key(seq);
+        let v = encode(&entries, &k)?;
+        self.ops.push((k, Some(v)));
         Ok(self)
     }
 
-    /// Removes delivered outbox entries.
+    /// Removes delivered outbox entries: the whole commits they belong to (a commit is
+    /// delivered as a whole).
     pub fn remove_outbox(&mut self, keys: impl IntoIterator<Item = OutboxKey>) -> &mut Self {
-        self.ops.extend(keys.into_iter().map(|k| (k.bytes(), None)));
+        let mut seqs: Vec<u64> = keys.into_iter().map(|k| k.seq).collect();
+        seqs.dedup();
+        self.ops
+            .extend(seqs.into_iter().map(|seq| (commit_key(seq), None)));
         self
     }
 }
@@ -622,11 +630,26 @@ impl<K: Kv> Store<K> {
         Ok(())
     }
 
-    /// Committed outbox entries, grouped by commit, in order.
+    /// Committed outbox entries, grouped by commit, in order. Reads the entries of
+    /// stores written before one value held a whole commit too.
     pub fn outbox<O: DeserializeOwned>(&self) -> Result<Vec<OutboxBatch<O>>, StoreError> {
         let mut by_seq: Vec<OutboxBatch<O>> = Vec::new();
         for r in self.kv.scan_prefix(OUTBOX) {
             let (k, v) = r?;
+            if k.len() == 10 {
+                let seq = u64::from_be_bytes(k[2..10].try_into().expect("8 bytes"));
+                let entries: Vec<O> = decode(&v, &k)?;
+                let list = entries
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, o)| {
+                        let index = i as u32;
+                        (OutboxKey { seq, index }, o)
+                    })
+                    .collect();
+                by_seq.push((seq, list));
+                continue;
+            }
             let key = OutboxKey::parse(&k)?;
             let o: O = decode(&v, &k)?;
             match by_seq.last_mut() {
@@ -637,12 +660,45 @@ impl<K: Kv> Store<K> {
         Ok(by_seq)
     }
 
+    /// Rewrites outbox entries kept one per key (stores written before one value held
+    /// a whole commit) as one value per commit, in one batch; nothing when there are
+    /// none.
+    pub fn upgrade_outbox<O: Serialize + DeserializeOwned>(&self) -> Result<(), StoreError> {
+        let mut old = Vec::new();
+        for r in self.kv.scan_prefix(OUTBOX) {
+            let (k, _) = r?;
+            if k.len() != 10 {
+                old.push(k);
+            }
+        }
+        if old.is_empty() {
+            return Ok(());
+        }
+        let commits = self.outbox::<O>()?;
+        let mut batch = Batch::new();
+        batch.ops.extend(old.into_iter().map(|k| (k, None)));
+        for (seq, entries) in &commits {
+            let values: Vec<&O> = entries.iter().map(|(_, o)| o).collect();
+            batch.outbox(*seq, &values)?;
+        }
+        self.write(batch)
+    }
+
     /// Outbox entries waiting for delivery.
     pub fn outbox_len(&self) -> Result<usize, StoreError> {
         let mut n = 0;
         for r in self.kv.scan_prefix(OUTBOX) {
-            r?;
-            n += 1;
+            let (k, v) = r?;
+            n += if k.len() == 10 {
+                // A commit's value starts with its number of entries.
+                bincode::Options::deserialize::<u64>(
+                    bincode::Options::allow_trailing_bytes(codec::options()),
+                    &v,
+                )
+                .map_err(|e| StoreError::corrupt(&k, e))? as usize
+            } else {
+                1
+            };
         }
         Ok(n)
     }
@@ -712,6 +768,39 @@ mod tests {
         b.remove_outbox(o[0].1.iter().map(|(k, _)| *k));
         s.write(b).unwrap();
         assert_eq!(s.outbox::<String>().unwrap().len(), 1);
+        assert_eq!(s.outbox_len().unwrap(), 1);
+    }
+
+    #[test]
+    fn an_outbox_kept_one_entry_per_key_reads_alike_and_is_upgraded() {
+        let s = MemStore::in_memory();
+        // As earlier versions wrote it: one key per entry.
+        let mut b = Batch::new();
+        for (seq, index, v) in [(4u64, 0u32, "a"), (4, 1, "b"), (5, 0, "c")] {
+            let k = OutboxKey { seq, index }.bytes();
+            b.ops
+                .push((k.clone(), Some(encode(&v.to_string(), &k).unwrap())));
+        }
+        s.write(b).unwrap();
+        let before = s.outbox::<String>().unwrap();
+        assert_eq!(before.len(), 2);
+        assert_eq!(
+            before[0].1[1],
+            (OutboxKey { seq: 4, index: 1 }, "b".to_string())
+        );
+        assert_eq!(s.outbox_len().unwrap(), 3);
+        s.upgrade_outbox::<String>().unwrap();
+        assert_eq!(s.outbox::<String>().unwrap(), before);
+        let keys: Vec<Vec<u8>> = s.kv.scan_prefix(OUTBOX).map(|r| r.unwrap().0).collect();
+        assert_eq!(
+            keys,
+            vec![commit_key(4), commit_key(5)],
+            "one key per commit"
+        );
+        let mut b = Batch::new();
+        b.remove_outbox(before[0].1.iter().map(|(k, _)| *k));
+        s.write(b).unwrap();
+        assert_eq!(s.outbox::<String>().unwrap(), before[1..].to_vec());
     }
 
     #[test]

@@ -25,7 +25,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -219,7 +219,7 @@ impl Delivery {
     /// one round trip serves all of them. Returns whether the outboxes are empty.
     pub(crate) fn deliver(
         &mut self,
-        parts: &BTreeMap<i32, Partition>,
+        parts: &mut BTreeMap<i32, Partition>,
         ids: &[i32],
         deadline: Instant,
     ) -> bool {
@@ -230,28 +230,28 @@ impl Delivery {
         done
     }
 
-    fn rounds(&mut self, parts: &BTreeMap<i32, Partition>, ids: &[i32], deadline: Instant) -> bool {
-        let mut queues: Vec<(i32, VecDeque<OutboxBatch>)> = Vec::new();
-        for &p in ids {
-            let Some(part) = parts.get(&p) else {
-                continue;
-            };
-            match part.outbox() {
-                Ok(b) => {
-                    self.pending.insert(p, b.iter().map(|(_, e)| e.len()).sum());
-                    self.note_head(p, b.first().map(|(seq, _)| *seq));
-                    queues.push((p, b.into()));
-                }
-                Err(e) => {
-                    error!(partition = p, error = %e, "cannot read the outbox");
-                    return false;
-                }
-            }
+    fn rounds(
+        &mut self,
+        parts: &mut BTreeMap<i32, Partition>,
+        ids: &[i32],
+        deadline: Instant,
+    ) -> bool {
+        let ids: Vec<i32> = ids
+            .iter()
+            .copied()
+            .filter(|p| parts.contains_key(p))
+            .collect();
+        for &p in &ids {
+            let unsent = parts[&p].unsent();
+            self.pending
+                .insert(p, unsent.iter().map(|(_, e)| e.len()).sum());
+            self.note_head(p, unsent.front().map(|(seq, _)| *seq));
         }
         loop {
-            let round: Vec<(i32, OutboxBatch)> = queues
-                .iter_mut()
-                .filter_map(|(p, q)| q.pop_front().map(|b| (*p, b)))
+            // One round: the oldest undelivered commit of every partition.
+            let round: Vec<(i32, &OutboxBatch)> = ids
+                .iter()
+                .filter_map(|p| parts[p].unsent().front().map(|b| (*p, b)))
                 .collect();
             if round.is_empty() {
                 break;
@@ -306,19 +306,21 @@ impl Delivery {
                     }
                 }
             }
-            for ((p, (_, entries)), off) in round.iter().zip(offsets) {
-                let keys = entries.iter().map(|(k, _)| *k).collect();
-                if let Err(e) = parts[p].delivered(keys, off + 1) {
+            let done: Vec<(i32, Vec<crate::store::OutboxKey>)> = round
+                .iter()
+                .map(|(p, (_, entries))| (*p, entries.iter().map(|(k, _)| *k).collect()))
+                .collect();
+            for ((p, keys), off) in done.into_iter().zip(offsets) {
+                let n = keys.len();
+                let part = parts.get_mut(&p).expect("in the round");
+                if let Err(e) = part.delivered(keys, off + 1) {
                     error!(partition = p, error = %e, "cannot clear the delivered outbox entries");
                     return false;
                 }
-                if let Some(n) = self.pending.get_mut(p) {
-                    *n = n.saturating_sub(entries.len());
+                if let Some(left) = self.pending.get_mut(&p) {
+                    *left = left.saturating_sub(n);
                 }
-            }
-            for (p, q) in &queues {
-                let head = q.front().map(|(seq, _)| *seq);
-                self.note_head(*p, head);
+                self.note_head(p, part.unsent().front().map(|(seq, _)| *seq));
             }
         }
         true

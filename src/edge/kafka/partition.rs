@@ -165,6 +165,9 @@ pub struct Partition {
     pub sources: Vec<Source>,
     /// Outputs of records handed on since the last commit.
     pending_out: Vec<Outgoing>,
+    /// The committed outbox not yet delivered, by commit, in order: what the tree's
+    /// outbox holds, kept in memory so that a delivery need not read it back.
+    unsent: VecDeque<OutboxBatch>,
     /// Last commit sequence number.
     pub seq: u64,
     /// Kafka timestamp of the latest record handed on.
@@ -201,6 +204,8 @@ impl Partition {
                 waiting_since: None,
             })
             .collect();
+        store.upgrade_outbox::<Outgoing>()?;
+        let unsent = store.outbox()?.into();
         let mut driver = Driver::open(store, policy)?;
         // The wall clock bounds live records exactly; the jump check would refuse the
         // first live tick after a backfill of older history.
@@ -213,6 +218,7 @@ impl Partition {
             driver,
             sources,
             pending_out: Vec::new(),
+            unsent,
             seq: progress.seq,
             latest_ts: None,
             encoding,
@@ -366,11 +372,7 @@ impl Partition {
                     kind: OutKind::ChangelogCustomer,
                     partition: Some(id),
                     key: format!("c/{}", c.customer_id).into_bytes(),
-                    value: ChangelogRecord::Customer {
-                        seq,
-                        state: Box::new(c.clone()),
-                    }
-                    .encode(),
+                    value: ChangelogRecord::encode_customer(seq, c),
                     headers: Vec::new(),
                     source_ts_ms: None,
                 });
@@ -379,12 +381,7 @@ impl Partition {
                 kind: OutKind::ChangelogMeta,
                 partition: Some(id),
                 key: b"m".to_vec(),
-                value: ChangelogRecord::Meta {
-                    seq,
-                    meta: Box::new(dirty.meta.clone()),
-                    offsets: offsets.clone(),
-                }
-                .encode(),
+                value: ChangelogRecord::encode_meta(seq, &dirty.meta, &offsets),
                 headers: Vec::new(),
                 source_ts_ms: latest_ts,
             });
@@ -395,22 +392,50 @@ impl Partition {
             Ok(())
         })?;
         self.seq = seq;
+        let entries = out
+            .into_iter()
+            .enumerate()
+            .map(|(i, o)| {
+                let key = OutboxKey {
+                    seq,
+                    index: i as u32,
+                };
+                (key, o)
+            })
+            .collect();
+        self.unsent.push_back((seq, entries));
         Ok(n)
     }
 
-    /// Committed outbox entries, by commit sequence, in order.
+    /// Committed outbox entries, by commit sequence, in order, as the tree holds them.
     pub fn outbox(&self) -> Result<Vec<OutboxBatch>, StoreError> {
         self.store().outbox()
     }
 
+    /// Committed outbox entries not yet delivered, by commit sequence, in order: the
+    /// same as [`Partition::outbox`], from memory.
+    pub fn unsent(&self) -> &VecDeque<OutboxBatch> {
+        &self.unsent
+    }
+
     /// Removes delivered outbox entries and records the changelog's end offset, in
     /// one batch.
-    pub fn delivered(&self, keys: Vec<OutboxKey>, changelog_end: i64) -> Result<(), StoreError> {
+    pub fn delivered(
+        &mut self,
+        keys: Vec<OutboxKey>,
+        changelog_end: i64,
+    ) -> Result<(), StoreError> {
         let mut batch = Batch::new();
         batch
-            .remove_outbox(keys)
+            .remove_outbox(keys.iter().copied())
             .progress(CHANGELOG_END, &changelog_end)?;
-        self.store().write(batch)
+        self.store().write(batch)?;
+        let gone: std::collections::HashSet<OutboxKey> = keys.into_iter().collect();
+        for (_, entries) in self.unsent.iter_mut() {
+            entries.retain(|(k, _)| !gone.contains(k));
+        }
+        self.unsent.retain(|(_, entries)| !entries.is_empty());
+        Ok(())
     }
 }
 
@@ -617,9 +642,15 @@ mod tests {
         assert_eq!(header("churnwatch-outcome").as_deref(), Some("rejected"));
         assert_eq!(header("churnwatch-source-offset").as_deref(), Some("2"));
         assert_eq!(dead.1.value, b"{");
+        assert_eq!(
+            p.unsent().iter().cloned().collect::<Vec<_>>(),
+            outbox,
+            "the outbox in memory is the tree's"
+        );
         let keys = outbox[0].1.iter().map(|(k, _)| *k).collect();
         p.delivered(keys, 42).unwrap();
         assert!(p.outbox().unwrap().is_empty());
+        assert!(p.unsent().is_empty());
         assert_eq!(changelog_end(p.store()).unwrap(), 42);
         // Reopen: offsets and sequence come back from the tree.
         let seq = p.seq;

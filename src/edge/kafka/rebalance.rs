@@ -211,6 +211,9 @@ impl Worker {
         parts: &BTreeSet<i32>,
         keep_alive: KeepAlive<'_>,
     ) -> Result<BTreeMap<TopicPartition, Offset>, ServiceError> {
+        // Records polled for the partitions kept go to their queues first: the offsets
+        // to resume from follow them.
+        self.absorb();
         let mut offsets = BTreeMap::new();
         // Partitions kept from before resume where they are.
         for (p, part) in &self.parts {
@@ -244,7 +247,7 @@ impl Worker {
         }
         // Outputs committed before a crash go out before anything new.
         let deadline = Instant::now() + Duration::from_millis(self.cfg.shutdown.revoke_timeout_ms);
-        self.delivery.deliver(&self.parts, &new, deadline);
+        self.delivery.deliver(&mut self.parts, &new, deadline);
         // The gauges are right before the partitions count as ready.
         self.refresh_gauges();
         for &p in &new {
@@ -259,6 +262,7 @@ impl Worker {
     /// Gives up partitions: commits what was handed on and delivers the outbox within
     /// the revoke deadline, then forgets them.
     pub(crate) fn give_up(&mut self, parts: &BTreeSet<i32>, consumer: &GroupConsumer) {
+        self.absorb();
         let deadline = Instant::now() + Duration::from_millis(self.cfg.shutdown.revoke_timeout_ms);
         for &p in parts {
             if !self.parts.contains_key(&p) {
@@ -268,7 +272,7 @@ impl Worker {
             if let Err(e) = self.commit_partition(p) {
                 error!(error = %e, "cannot commit a revoked partition; its records will be re-read by the next owner");
             }
-            if !self.delivery.deliver(&self.parts, &[p], deadline) {
+            if !self.delivery.deliver(&mut self.parts, &[p], deadline) {
                 warn!("outbox not fully delivered before the revoke deadline; the next owner restores from the last delivered commit");
             }
             self.commit_kafka_offsets(consumer, Some(p));

@@ -1,8 +1,13 @@
 //! The partitions this instance owns and the work on them between polls: [`Worker`]
-//! decodes fetched records into their partition's queues, releases them to the
-//! engines in event-time order, pauses a source that runs far ahead, commits (state,
-//! offsets and outbox in one sled batch per partition) and has the outbox delivered,
-//! keeps the gauges current, and drains on shutdown.
+//! keeps fetched records per partition, decodes them into their partition's queues,
+//! releases them to the engines in event-time order, pauses a source that runs far
+//! ahead, commits (state, offsets and outbox in one sled batch per partition) and has
+//! the outbox delivered, keeps the gauges current, and drains on shutdown.
+//!
+//! The partitions are independent (each its own engine and sled tree), so the heavy
+//! work of a step — decoding, the engines, encoding and writing the commits — runs on
+//! up to `state.threads` threads side by side, each partition on one thread at a time
+//! and its records in their order: the outcome is the same for any thread count.
 //!
 //! Owned by the processing loop alone (no lock): the loop lends it the group consumer
 //! for flow control, lag and the offsets reported for monitoring. Taking partitions
@@ -23,8 +28,8 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::{debug, error, info_span};
 
@@ -41,6 +46,61 @@ pub(crate) struct Worker {
     pub(super) restorer: Restorer,
     pub(super) shared: Arc<Shared>,
     last_commit: Instant,
+    /// Records polled but not yet decoded, per owned partition, in poll order.
+    fetched: HashMap<i32, Vec<Fetched>>,
+    /// How many threads a step's partitions are worked on by.
+    threads: usize,
+}
+
+/// One record as polled, before decoding (decoding waits for the step, where the
+/// partitions are decoded side by side).
+struct Fetched {
+    src: usize,
+    offset: i64,
+    ts_ms: Option<i64>,
+    tick: bool,
+    value: Option<Vec<u8>>,
+}
+
+/// Below this many records to decode and hand on in a step, the step runs on the
+/// processing thread alone (starting threads would cost more than it saves).
+const PARALLEL_MIN_RECORDS: usize = 256;
+
+/// Runs `f` on every job, on up to `threads` threads (the calling one among them),
+/// each job on one thread; returns the results in the jobs' order.
+fn in_parallel<T: Send, R: Send>(
+    threads: usize,
+    jobs: Vec<T>,
+    f: impl Fn(T) -> R + Sync,
+) -> Vec<R> {
+    let n = jobs.len();
+    let threads = threads.min(n).max(1);
+    if threads == 1 {
+        return jobs.into_iter().map(f).collect();
+    }
+    let queue: Mutex<VecDeque<(usize, T)>> = Mutex::new(jobs.into_iter().enumerate().collect());
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let next = queue.lock().expect("no panic holds the queue").pop_front();
+            let Some((i, job)) = next else { break };
+            done.push((i, f(job)));
+        }
+        done
+    };
+    let mut all: Vec<(usize, R)> = std::thread::scope(|scope| {
+        let others: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+        let mut all = work();
+        for h in others {
+            match h.join() {
+                Ok(done) => all.extend(done),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        all
+    });
+    all.sort_unstable_by_key(|(i, _)| *i);
+    all.into_iter().map(|(_, r)| r).collect()
 }
 
 impl Worker {
@@ -52,6 +112,7 @@ impl Worker {
         restorer: Restorer,
         shared: Arc<Shared>,
     ) -> Self {
+        let threads = processing_threads(cfg.state.threads);
         Worker {
             cfg,
             topics: inputs.topics,
@@ -62,11 +123,14 @@ impl Worker {
             restorer,
             shared,
             last_commit: Instant::now(),
+            fetched: HashMap::new(),
+            threads,
         }
     }
 
-    /// Decodes a fetched record into its partition's queue (a record that does not
-    /// decode becomes a dead letter in order; one of a partition not owned is dropped).
+    /// Keeps a polled record for its partition's next decoding (one of a partition
+    /// not owned is dropped). Decoding waits for [`Worker::absorb`]: a record that does
+    /// not decode becomes a dead letter in order there.
     pub(crate) fn on_message(&mut self, m: &BorrowedMessage<'_>) {
         let Some(src) = self.topics.iter().position(|t| t == m.topic()) else {
             return;
@@ -79,30 +143,43 @@ impl Worker {
             h.iter()
                 .any(|x| x.key == RECORD_TYPE_HEADER && x.value == Some(b"tick".as_slice()))
         });
-        let record = self.decoders[src].decode(m.payload(), tick);
-        if let Err(e) = &record {
+        self.fetched.entry(p).or_default().push(Fetched {
+            src,
+            offset: m.offset(),
+            ts_ms: m.timestamp().to_millis(),
+            tick,
+            value: m.payload().map(<[u8]>::to_vec),
+        });
+    }
+
+    /// Decodes every record polled since the last step into its partition's queue
+    /// (side by side across partitions), as [`Worker::on_message`] once did at once:
+    /// whatever looks at the queues or the offsets read so far calls this first.
+    pub(crate) fn absorb(&mut self) {
+        if self.fetched.values().all(Vec::is_empty) {
+            return;
+        }
+        let jobs = jobs(&mut self.parts, &mut self.fetched);
+        let threads = threads_for(self.threads, &jobs);
+        let decoders = &self.decoders;
+        let errors = in_parallel(threads, jobs, |(part, fetched)| {
+            decode_into(part, fetched, decoders)
+        });
+        self.count_decode_errors(errors.iter().flatten());
+    }
+
+    fn count_decode_errors<'a>(&self, codes: impl Iterator<Item = &'a &'static str>) {
+        for code in codes {
             self.shared
                 .metrics
                 .decode_errors
-                .with_label_values(&[e.code()])
+                .with_label_values(&[code])
                 .inc();
         }
-        let part = self.parts.get_mut(&p).expect("checked");
-        let latest = part.latest_plausible();
-        part.push(
-            src,
-            Buffered::new(
-                m.offset(),
-                m.timestamp().to_millis(),
-                record,
-                m.payload(),
-                latest,
-            ),
-        );
     }
 
-    /// Hands buffered records on, commits when due (or when `force`d), and keeps the
-    /// flow control and the caught-up flag current.
+    /// Decodes what was polled, hands buffered records on, commits when due (or when
+    /// `force`d), and keeps the flow control and the caught-up flag current.
     pub(crate) fn step<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
@@ -110,18 +187,40 @@ impl Worker {
     ) -> Result<(), ServiceError> {
         let align = Duration::from_millis(self.cfg.input.align_wait_ms);
         let now = Instant::now();
-        let ids: Vec<i32> = self.parts.keys().copied().collect();
-        for p in ids {
-            let _span = info_span!("partition", partition = p).entered();
-            let part = self.parts.get_mut(&p).expect("listed");
+        for (p, part) in self.parts.iter_mut() {
             for s in part.sources.iter_mut() {
                 if s.queue.is_empty() {
-                    s.high_watermark = cached_high_watermark(consumer, &s.topic, p);
+                    s.high_watermark = cached_high_watermark(consumer, &s.topic, *p);
                 }
             }
-            let released = part.release(now, align, force)?;
-            self.count_released(&released);
-            self.flow_control(consumer, p)?;
+        }
+        let jobs = jobs(&mut self.parts, &mut self.fetched);
+        let threads = threads_for(self.threads, &jobs);
+        let decoders = &self.decoders;
+        let results = in_parallel(threads, jobs, |(part, fetched)| {
+            let errors = decode_into(part, fetched, decoders);
+            let _span = info_span!("partition", partition = part.id).entered();
+            // A source whose queue was empty above had its high watermark read even
+            // if records for it were decoded just now: a fresher end can only make it
+            // look less caught up, never more.
+            part.release(now, align, force)
+                .map(|released| (part.id, errors, released))
+        });
+        let mut failed = None;
+        for r in results {
+            match r {
+                Ok((p, errors, released)) => {
+                    self.count_decode_errors(errors.iter());
+                    self.count_released(&released);
+                    self.flow_control(consumer, p)?;
+                }
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e.into());
         }
         let due = self.last_commit.elapsed()
             >= Duration::from_millis(self.cfg.state.commit_interval_ms)
@@ -146,32 +245,47 @@ impl Worker {
         Ok(())
     }
 
-    /// The metrics of one release.
+    /// The metrics of one release (counted per kind of record, not per record).
     fn count_released(&self, released: &Released) {
         let m = &self.shared.metrics;
+        let mut consumed: HashMap<(usize, &'static str, Outcome), u64> = HashMap::new();
+        let (mut late, mut ticks) = (0, 0);
         for (src, h) in &released.handled {
-            m.events_consumed
-                .with_label_values(&[self.topics[*src].as_str(), h.kind, h.outcome.as_str()])
-                .inc();
+            *consumed.entry((*src, h.kind, h.outcome)).or_default() += 1;
             match h.outcome {
-                Outcome::Late => m.late_events.inc(),
-                Outcome::Tick => m.ticks_consumed.inc(),
+                Outcome::Late => late += 1,
+                Outcome::Tick => ticks += 1,
                 _ => {}
             }
-            m.processed_events.inc();
         }
+        for ((src, kind, outcome), n) in consumed {
+            m.events_consumed
+                .with_label_values(&[self.topics[src].as_str(), kind, outcome.as_str()])
+                .inc_by(n);
+        }
+        m.late_events.inc_by(late);
+        m.ticks_consumed.inc_by(ticks);
+        m.processed_events.inc_by(released.handled.len() as u64);
+        let mut dead: HashMap<usize, u64> = HashMap::new();
         for (src, _) in &released.dead {
+            *dead.entry(*src).or_default() += 1;
+        }
+        for (src, n) in dead {
             m.dead_letters
-                .with_label_values(&[self.topics[*src].as_str()])
-                .inc();
+                .with_label_values(&[self.topics[src].as_str()])
+                .inc_by(n);
         }
         for s in &released.engine_seconds {
             m.processing_seconds.observe(*s);
         }
+        let mut changes: HashMap<(&str, &str), u64> = HashMap::new();
         for c in &released.changes {
-            m.status_changes
-                .with_label_values(&[c.previous_level.as_str(), c.level.as_str()])
-                .inc();
+            *changes
+                .entry((c.previous_level.as_str(), c.level.as_str()))
+                .or_default() += 1;
+        }
+        for ((from, to), n) in changes {
+            m.status_changes.with_label_values(&[from, to]).inc_by(n);
         }
     }
 
@@ -225,16 +339,48 @@ impl Worker {
         Ok(true)
     }
 
-    /// Commits every partition, delivers their outboxes and reports the offsets.
+    /// Commits every partition (side by side), delivers their outboxes and reports the
+    /// offsets.
     fn commit_all<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
     ) -> Result<(), ServiceError> {
         self.last_commit = Instant::now();
         let ids: Vec<i32> = self.parts.keys().copied().collect();
-        let mut any = false;
-        for &p in &ids {
-            any |= self.commit_partition(p)?;
+        let cap = self.cfg.state.cache_capacity;
+        let due: Vec<&mut Partition> = self
+            .parts
+            .values_mut()
+            .filter(|p| p.since_commit() > 0)
+            .collect();
+        let records: usize = due.iter().map(|p| p.since_commit()).sum();
+        let threads = if records >= PARALLEL_MIN_RECORDS {
+            self.threads
+        } else {
+            1
+        };
+        let any = !due.is_empty();
+        let results = in_parallel(threads, due, |part| {
+            let started = Instant::now();
+            let _span = info_span!("partition", partition = part.id).entered();
+            part.commit(cap)
+                .map(|_| (part.id, started.elapsed().as_secs_f64()))
+        });
+        let mut failed = None;
+        for r in results {
+            match r {
+                Ok((p, secs)) => {
+                    self.shared.metrics.commit_seconds.observe(secs);
+                    self.shared
+                        .set_watermark(p, self.parts[&p].engine().watermark());
+                }
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e.into());
         }
         // With nothing new committed, an outbox still waiting from an earlier commit
         // (the broker failed then) is retried all the same: it must not wait for the
@@ -243,7 +389,7 @@ impl Worker {
             return Ok(());
         }
         let deadline = Instant::now() + Duration::from_millis(self.cfg.shutdown.drain_timeout_ms);
-        self.delivery.deliver(&self.parts, &ids, deadline);
+        self.delivery.deliver(&mut self.parts, &ids, deadline);
         self.commit_kafka_offsets(consumer, None);
         self.refresh_gauges();
         Ok(())
@@ -288,7 +434,7 @@ impl Worker {
                 drained = false;
             }
         }
-        drained &= self.delivery.deliver(&self.parts, &ids, deadline);
+        drained &= self.delivery.deliver(&mut self.parts, &ids, deadline);
         self.commit_kafka_offsets(consumer, None);
         self.delivery
             .flush(deadline.saturating_duration_since(Instant::now()));
@@ -351,6 +497,65 @@ impl Worker {
                 }
             }
         }
+    }
+}
+
+/// The owned partitions paired with the records polled for them since the last step
+/// (none for a partition nothing was polled for).
+fn jobs<'a>(
+    parts: &'a mut BTreeMap<i32, Partition>,
+    fetched: &mut HashMap<i32, Vec<Fetched>>,
+) -> Vec<(&'a mut Partition, Vec<Fetched>)> {
+    parts
+        .iter_mut()
+        .map(|(p, part)| (part, fetched.remove(p).unwrap_or_default()))
+        .collect()
+}
+
+/// The threads worth using for `jobs`: `threads` when there is enough to decode and
+/// hand on, else one.
+fn threads_for(threads: usize, jobs: &[(&mut Partition, Vec<Fetched>)]) -> usize {
+    let records: usize = jobs
+        .iter()
+        .map(|(part, f)| f.len() + part.sources.iter().map(|s| s.queue.len()).sum::<usize>())
+        .sum();
+    if records >= PARALLEL_MIN_RECORDS {
+        threads
+    } else {
+        1
+    }
+}
+
+/// Decodes `fetched` (in poll order) into `part`'s queues; returns the codes of the
+/// records that did not decode (each becomes a dead letter in order).
+fn decode_into(
+    part: &mut Partition,
+    fetched: Vec<Fetched>,
+    decoders: &[TopicDecoder],
+) -> Vec<&'static str> {
+    let mut errors = Vec::new();
+    if fetched.is_empty() {
+        return errors;
+    }
+    let latest = part.latest_plausible();
+    for f in fetched {
+        let record = decoders[f.src].decode(f.value.as_deref(), f.tick);
+        if let Err(e) = &record {
+            errors.push(e.code());
+        }
+        part.push(
+            f.src,
+            Buffered::new(f.offset, f.ts_ms, record, f.value.as_deref(), latest),
+        );
+    }
+    errors
+}
+
+/// The threads of `state.threads`: 0 is one per core.
+fn processing_threads(configured: usize) -> usize {
+    match configured {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
     }
 }
 
