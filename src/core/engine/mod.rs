@@ -192,8 +192,8 @@ impl Engine {
             .pending
             .entry(e.event_time)
             .or_insert_with(|| Vec::with_capacity(1));
-        // Descending: the position where `e` keeps the order is where the event
-        // compares from `e`'s side.
+        // The bucket is sorted descending, so each element is compared the other way
+        // round: the new event's key against the element's.
         match at.binary_search_by(|x| pending_key(&e).cmp(&pending_key(x))) {
             Ok(_) => false,
             Err(i) => {
