@@ -3,18 +3,25 @@
 //! [`Outcome`] per record → checkpoint (state, progress and whatever the edge adds, in
 //! one atomic store batch).
 //!
-//! File replay and the Kafka service both hold a [`Driver`] per engine and differ only
-//! in how they read records and where they write outputs. The driver is the one place
+//! The Kafka service holds a [`Driver`] (one engine) per partition; file replay holds
+//! a [`ShardedDriver`] (the customers split over engines on several threads, see
+//! [`Shards`]). Both check records alike and differ only in how they read records and
+//! where they write outputs. The driver is the one place
 //! that decides a record's outcome and the shape of a dead letter, so both edges name
 //! them alike. It may use `crate::core` and `crate::store`; it performs no I/O of its
 //! own beyond the store and never reads a clock.
 
+use crate::core::engine::EngineMeta;
 use crate::core::engine::{Arrival, Counters, Dirty, Engine};
 use crate::core::event::{Input, InvalidEvent, Validated};
 use crate::core::policy::Policy;
 use crate::core::status::StatusChange;
 use crate::core::time::Ts;
 use crate::store::{Batch, Kv, Store, StoreError};
+
+mod shards;
+
+pub use shards::{shard_of, Shards};
 
 /// Longest raw input kept in a dead letter, in bytes (longer ones are cut, at a UTF-8
 /// character boundary when the input is text).
@@ -304,66 +311,33 @@ impl<K: Kv> Driver<K> {
         out: &mut Outputs,
     ) -> Result<Handled, StoreError> {
         self.since_commit += 1;
-        let dead = |outcome, code, field: Option<&str>, reason: String| DeadLetter {
-            source: origin.source.to_string(),
-            partition: origin.partition,
-            position: origin.position,
-            outcome,
-            code,
-            field: field.map(|f| bounded(f.to_string(), 64)),
-            reason: bounded(reason, MAX_REASON),
-            raw: truncate_raw(raw).to_vec(),
+        let v = match admit(
+            self.bounds,
+            self.engine.max_seen(),
+            record,
+            origin,
+            raw,
+            out,
+        ) {
+            Ok(v) => v,
+            Err(handled) => return Ok(handled),
         };
-        let record =
-            record.and_then(
-                |v| match self.bounds.check(v.input.time(), self.engine.max_seen()) {
-                    Some(why) => Err(InvalidEvent::ImplausibleTime(why)),
-                    None => Ok(v),
-                },
-            );
-        match record {
-            Err(e) => {
-                out.dead.push(dead(
-                    DeadOutcome::Rejected,
-                    e.code(),
-                    e.field(),
-                    e.to_string(),
-                ));
-                Ok(Handled {
-                    outcome: Outcome::Invalid,
-                    kind: "unknown",
-                    fields_dropped: 0,
-                })
-            }
-            Ok(v) => {
-                for issue in &v.issues {
-                    out.dead.push(dead(
-                        DeadOutcome::FieldDropped,
-                        INVALID_FIELD,
-                        Some(&issue.field),
-                        issue.problem.clone(),
-                    ));
-                }
-                let kind = match &v.input {
-                    Input::Tick(_) => "tick",
-                    Input::Event(e) => e.type_name(),
-                };
-                let arrival = self
-                    .engine
-                    .process(v.input, &self.store, &mut out.changes)?;
-                let outcome = match arrival {
-                    Arrival::Tick => Outcome::Tick,
-                    Arrival::Accepted => Outcome::Ok,
-                    Arrival::Late => Outcome::Late,
-                    Arrival::Duplicate => Outcome::Duplicate,
-                };
-                Ok(Handled {
-                    outcome,
-                    kind,
-                    fields_dropped: v.issues.len(),
-                })
-            }
-        }
+        let kind = input_kind(&v.input);
+        let fields_dropped = v.issues.len();
+        let arrival = self
+            .engine
+            .process(v.input, &self.store, &mut out.changes)?;
+        let outcome = match arrival {
+            Arrival::Tick => Outcome::Tick,
+            Arrival::Accepted => Outcome::Ok,
+            Arrival::Late => Outcome::Late,
+            Arrival::Duplicate => Outcome::Duplicate,
+        };
+        Ok(Handled {
+            outcome,
+            kind,
+            fields_dropped,
+        })
     }
 
     /// Advances stream time to `until` (as a tick would), firing due timers. The
@@ -420,6 +394,184 @@ impl<K: Kv> Driver<K> {
     /// detached commit is written (see [`Driver::detach_commit`]).
     pub fn evict(&mut self, cache_capacity: usize) {
         self.engine.evict(cache_capacity);
+    }
+}
+
+/// Several engines over one store, each holding a shard of the customers, driven as
+/// one: the path of file replay. Records are checked and taken one by one
+/// ([`ShardedDriver::handle`]) and applied in batches ([`ShardedDriver::run`]), the
+/// shards in parallel; the status changes come out as one engine's would, for any
+/// number of shards (see [`Shards`]).
+pub struct ShardedDriver<K: Kv> {
+    shards: Shards,
+    store: Store<K>,
+    bounds: TimeBounds,
+}
+
+impl<K: Kv> ShardedDriver<K> {
+    /// Opens `n` shards from what `store` committed (meta and timers), whatever number
+    /// of shards (or the one engine) committed it.
+    pub fn open(store: Store<K>, policy: Policy, n: usize) -> Result<Self, StoreError> {
+        let meta = store.load_meta()?.unwrap_or_default();
+        let timers = store.load_timers()?;
+        Ok(ShardedDriver {
+            bounds: TimeBounds::from_policy(&policy),
+            shards: Shards::restore(policy, meta, timers, n),
+            store,
+        })
+    }
+
+    /// Sets the latest plausible record time (the edge's "now" plus its clock skew).
+    pub fn set_latest(&mut self, latest: Option<Ts>) {
+        self.bounds.latest = latest;
+    }
+
+    /// The shards (read-only: counters, cache).
+    pub fn shards(&self) -> &Shards {
+        &self.shards
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store<K> {
+        &self.store
+    }
+
+    /// Checks one record and takes it into the batch (an invalid one, and each field
+    /// dropped from a kept one, becomes a dead letter at once). The outcome is
+    /// [`Outcome::Invalid`], [`Outcome::Tick`] or, for any event, [`Outcome::Ok`]:
+    /// whether an event proves late or a duplicate is known only once the batch runs,
+    /// and is counted in the counters.
+    pub fn handle(
+        &mut self,
+        record: Result<Validated, InvalidEvent>,
+        origin: Origin<'_>,
+        raw: &[u8],
+        out: &mut Outputs,
+    ) -> Handled {
+        let v = match admit(
+            self.bounds,
+            self.shards.max_seen(),
+            record,
+            origin,
+            raw,
+            out,
+        ) {
+            Ok(v) => v,
+            Err(handled) => return handled,
+        };
+        let kind = input_kind(&v.input);
+        let outcome = match v.input {
+            Input::Tick(_) => Outcome::Tick,
+            Input::Event(_) => Outcome::Ok,
+        };
+        self.shards.push(v.input);
+        Handled {
+            outcome,
+            kind,
+            fields_dropped: v.issues.len(),
+        }
+    }
+
+    /// Applies the records taken since the last run; their status changes go to
+    /// `out` in one engine's order.
+    pub fn run(&mut self, out: &mut Outputs) -> Result<(), StoreError> {
+        self.shards.run(&self.store, &mut out.changes)
+    }
+
+    /// Takes stream time to `until` (as a tick would) at the next run. The caller
+    /// chose `until` on purpose (`replay --until`), so no time bound applies.
+    pub fn advance_to(&mut self, until: Ts) {
+        self.shards.push(Input::Tick(until));
+    }
+
+    /// End of input: at the next run, every buffered event and due timer is released
+    /// (stream time jumps to the largest time seen).
+    pub fn finish(&mut self) {
+        self.shards.flush();
+    }
+
+    /// The meta as it stands (stream time, buffered events, totals).
+    pub fn meta(&self) -> EngineMeta {
+        self.shards.meta()
+    }
+
+    /// The first half of a commit, as [`Driver::detach_commit`]: everything changed
+    /// since the last one, in all shards, as a store batch. Run the batch first.
+    pub fn detach_commit(&mut self) -> Result<Batch, StoreError> {
+        let mut batch = Batch::new();
+        let dirty = self
+            .shards
+            .take_dirty_with(|c| batch.customer(c).map(drop))?;
+        batch.dirty(&dirty)?;
+        Ok(batch)
+    }
+
+    /// Keeps about `cache_capacity` customers in memory in all; call it only when
+    /// every detached commit is written.
+    pub fn evict(&mut self, cache_capacity: usize) {
+        self.shards.evict(cache_capacity);
+    }
+}
+
+/// The type name of an input: an event type, or `tick`.
+fn input_kind(input: &Input) -> &'static str {
+    match input {
+        Input::Tick(_) => "tick",
+        Input::Event(e) => e.type_name(),
+    }
+}
+
+/// The checks every record passes before an engine sees it: decoding and validation
+/// (done by the caller), then the time bounds against the newest record time seen.
+/// A record that fails becomes a dead letter and its [`Handled`] comes back as the
+/// error; each field dropped from a kept record is a dead letter too.
+fn admit(
+    bounds: TimeBounds,
+    newest: Option<Ts>,
+    record: Result<Validated, InvalidEvent>,
+    origin: Origin<'_>,
+    raw: &[u8],
+    out: &mut Outputs,
+) -> Result<Validated, Handled> {
+    let dead = |outcome, code, field: Option<&str>, reason: String| DeadLetter {
+        source: origin.source.to_string(),
+        partition: origin.partition,
+        position: origin.position,
+        outcome,
+        code,
+        field: field.map(|f| bounded(f.to_string(), 64)),
+        reason: bounded(reason, MAX_REASON),
+        raw: truncate_raw(raw).to_vec(),
+    };
+    let record = record.and_then(|v| match bounds.check(v.input.time(), newest) {
+        Some(why) => Err(InvalidEvent::ImplausibleTime(why)),
+        None => Ok(v),
+    });
+    match record {
+        Err(e) => {
+            out.dead.push(dead(
+                DeadOutcome::Rejected,
+                e.code(),
+                e.field(),
+                e.to_string(),
+            ));
+            Err(Handled {
+                outcome: Outcome::Invalid,
+                kind: "unknown",
+                fields_dropped: 0,
+            })
+        }
+        Ok(v) => {
+            for issue in &v.issues {
+                out.dead.push(dead(
+                    DeadOutcome::FieldDropped,
+                    INVALID_FIELD,
+                    Some(&issue.field),
+                    issue.problem.clone(),
+                ));
+            }
+            Ok(v)
+        }
     }
 }
 

@@ -79,8 +79,32 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// Adds another engine's totals to these (the totals of a sharded engine are the
+    /// sums of its shards').
+    pub fn add(&mut self, o: &Counters) {
+        // Wrapping: a shard's population gauges count from zero, so one that only saw
+        // a customer leave a level holds "minus one" until added to the others.
+        let sum = |a: &mut [u64], b: &[u64]| {
+            a.iter_mut()
+                .zip(b)
+                .for_each(|(a, b)| *a = a.wrapping_add(*b))
+        };
+        self.events += o.events;
+        self.ticks += o.ticks;
+        self.duplicates += o.duplicates;
+        self.late += o.late;
+        self.timers_fired += o.timers_fired;
+        self.status_changes += o.status_changes;
+        sum(&mut self.changes_by_level, &o.changes_by_level);
+        self.corrections += o.corrections;
+        sum(&mut self.customers_by_level, &o.customers_by_level);
+        sum(&mut self.customers_by_lifecycle, &o.customers_by_lifecycle);
+        sum(&mut self.customers_by_tier, &o.customers_by_tier);
+        self.customers += o.customers;
+    }
+
     fn count_status(&mut self, s: &Status, delta: i64) {
-        let add = |v: &mut u64| *v = v.saturating_add_signed(delta);
+        let add = |v: &mut u64| *v = v.wrapping_add_signed(delta);
         add(&mut self.customers_by_level[s.level as usize]);
         add(&mut self.customers_by_lifecycle[s.lifecycle as usize]);
         add(&mut self.customers_by_tier[s.tier as usize]);
@@ -136,6 +160,51 @@ pub enum Arrival {
     Late,
     /// An event whose id is already waiting or already applied: a no-op.
     Duplicate,
+}
+
+/// An item [`Engine::step`] applied: a buffered event or a timer.
+#[derive(Debug)]
+// Handed back by value once per item; boxing the event would allocate for each.
+#[allow(clippy::large_enum_variant)]
+pub enum Stepped {
+    /// A buffered event, applied when stream time passed it.
+    Event(Event),
+    /// A customer's timer, fired at its instant.
+    Timer(Ts, Arc<str>),
+}
+
+impl Stepped {
+    /// The item's place in the order [`Engine::step`] applies items in.
+    pub fn into_due(self) -> Due {
+        match self {
+            Stepped::Event(e) => Due {
+                at: e.event_time,
+                timer: false,
+                key: e.event_id,
+                customer: e.customer_id,
+            },
+            Stepped::Timer(at, customer) => Due {
+                at,
+                timer: true,
+                key: customer.to_string(),
+                customer: String::new(),
+            },
+        }
+    }
+}
+
+/// The order in which stream time releases items: by instant, then events before
+/// timers, then events by (event id, customer id) and timers by customer id.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Due {
+    /// The item's instant.
+    pub at: Ts,
+    /// A timer (after the events of the same instant).
+    pub timer: bool,
+    /// The event id, or the timer's customer id.
+    pub key: String,
+    /// The event's customer id (empty for a timer).
+    pub customer: String,
 }
 
 /// The churn engine.
@@ -277,29 +346,43 @@ impl Engine {
                 Arrival::Tick
             }
             Input::Event(e) => {
-                self.counters.events += 1;
-                if self.watermark.is_some_and(|w| e.event_time <= w) {
-                    self.counters.late += 1;
-                    if self.on_late(e, src, out)? {
-                        Arrival::Late
-                    } else {
-                        Arrival::Duplicate
-                    }
-                } else {
-                    let t = e.event_time;
-                    let arrival = if self.buffer(e) {
-                        Arrival::Accepted
-                    } else {
-                        self.counters.duplicates += 1;
-                        Arrival::Duplicate
-                    };
-                    self.observe(t);
-                    arrival
-                }
+                let t = e.event_time;
+                let arrival = self.arrive(e, src, out)?;
+                // A late event is not newer than stream time, so this moves nothing.
+                self.observe(t);
+                arrival
             }
         };
         self.advance(src, out)?;
         Ok(arrival)
+    }
+
+    /// Takes one event in without moving stream time: a late one (not newer than
+    /// stream time) is applied at once, any other is buffered until stream time
+    /// passes it. [`Engine::process`] is this, then stream time, then
+    /// [`Engine::step`] until nothing is due; a sharded driver calls the parts itself
+    /// (see [`Engine::set_watermark`]).
+    pub fn arrive<S: CustomerSource>(
+        &mut self,
+        e: Event,
+        src: &S,
+        out: &mut Vec<StatusChange>,
+    ) -> Result<Arrival, S::Error> {
+        self.counters.events += 1;
+        if self.watermark.is_some_and(|w| e.event_time <= w) {
+            self.counters.late += 1;
+            return Ok(if self.on_late(e, src, out)? {
+                Arrival::Late
+            } else {
+                Arrival::Duplicate
+            });
+        }
+        Ok(if self.buffer(e) {
+            Arrival::Accepted
+        } else {
+            self.counters.duplicates += 1;
+            Arrival::Duplicate
+        })
     }
 
     /// End of input: stream time jumps to the largest time seen (no more lateness to
@@ -327,42 +410,75 @@ impl Engine {
         }
     }
 
+    /// Sets stream time from outside, for an engine that holds one shard of the
+    /// customers while a driver keeps stream time for all of them (it never moves
+    /// backwards). Nothing is applied until [`Engine::step`].
+    pub fn set_watermark(&mut self, w: Ts) {
+        if self.watermark.is_none_or(|old| w > old) {
+            self.watermark = Some(w);
+        }
+    }
+
+    /// The instant of the next buffered event or timer, due or not.
+    pub fn next_due_at(&self) -> Option<Ts> {
+        let ev = self.pending.keys().next().copied();
+        let tm = self.timers.first().map(|k| k.0);
+        match (ev, tm) {
+            (Some(e), Some(t)) => Some(e.min(t)),
+            (e, t) => e.or(t),
+        }
+    }
+
     fn advance<S: CustomerSource>(
         &mut self,
         src: &S,
         out: &mut Vec<StatusChange>,
     ) -> Result<(), S::Error> {
+        while self.step(src, out)?.is_some() {}
+        Ok(())
+    }
+
+    /// Applies the next buffered event or timer that stream time has passed, if any,
+    /// and hands it back. Items come in [`Due`] order: by instant, events before
+    /// timers, events by (event id, customer), timers by customer. An item never sets
+    /// a timer before itself, so one engine's items are ascending, and merging
+    /// several shards' items by that order gives one engine's sequence.
+    pub fn step<S: CustomerSource>(
+        &mut self,
+        src: &S,
+        out: &mut Vec<StatusChange>,
+    ) -> Result<Option<Stepped>, S::Error> {
         let Some(w) = self.watermark else {
-            return Ok(());
+            return Ok(None);
         };
-        loop {
-            let ev = self.pending.keys().next().filter(|t| **t <= w).copied();
-            let tm = self.timers.first().filter(|k| k.0 <= w).map(|k| k.0);
-            match (ev, tm) {
-                (None, None) => return Ok(()),
-                (Some(e), t) if t.is_none_or(|t| e <= t) => {
-                    let event = self.next_due(w).expect("peeked");
-                    self.on_event(event, src, out)?;
-                }
-                _ => {
-                    let (at, customer) = self.timers.pop_first().expect("peeked");
-                    self.on_timer(at, &customer, src, out)?;
-                }
+        let ev = self.pending.keys().next().filter(|t| **t <= w).copied();
+        let tm = self.timers.first().filter(|k| k.0 <= w).map(|k| k.0);
+        match (ev, tm) {
+            (None, None) => Ok(None),
+            (Some(e), t) if t.is_none_or(|t| e <= t) => {
+                let event = self.next_due(w).expect("peeked");
+                self.on_event(&event, src, out)?;
+                Ok(Some(Stepped::Event(event)))
+            }
+            _ => {
+                let (at, customer) = self.timers.pop_first().expect("peeked");
+                self.on_timer(at, &customer, src, out)?;
+                Ok(Some(Stepped::Timer(at, customer)))
             }
         }
     }
 
     fn on_event<S: CustomerSource>(
         &mut self,
-        e: Event,
+        e: &Event,
         src: &S,
         out: &mut Vec<StatusChange>,
     ) -> Result<(), S::Error> {
-        if !self.apply(&e, src)? {
+        if !self.apply(e, src)? {
             return Ok(());
         }
         let extra = if e.is_visit() {
-            Extra::Visited(&e)
+            Extra::Visited(e)
         } else {
             Extra::None
         };

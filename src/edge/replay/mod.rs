@@ -21,7 +21,7 @@ use crate::codec::Format;
 use crate::core::event::InvalidEvent;
 use crate::core::policy::Policy;
 use crate::core::time::Ts;
-use crate::driver::{Driver, Origin, Outcome, Outputs as Produced};
+use crate::driver::{Origin, Outcome, Outputs as Produced, ShardedDriver};
 use crate::store::{mark, AnyKv, DirStore, StoreError, StoreOptions};
 use commit::Committer;
 use output::Outputs;
@@ -71,8 +71,9 @@ pub struct ReplayOptions {
     /// rejected as implausible. None: the wall clock when the replay starts. Either
     /// way it is kept in the progress record, so a resumed replay decides alike.
     pub as_of: Option<Ts>,
-    /// Threads: JSON-lines input is decoded on `threads - 1` of them ahead of the
-    /// engine (the outputs are the same for any count).
+    /// Threads: the customers are split into this many engine shards, run in
+    /// parallel, and JSON-lines input is decoded on `threads - 1` threads ahead of
+    /// them (the outputs are byte-identical for any count).
     pub threads: usize,
     /// The churn policy.
     pub policy: Policy,
@@ -142,7 +143,18 @@ pub fn store_share(bytes: u64) -> u64 {
     bytes / 4
 }
 
+/// Most records applied in one batch (the shards run a batch in parallel, then meet).
+pub const MAX_BATCH_RECORDS: u64 = 4096;
+
 impl ReplayOptions {
+    /// Records per batch: [`MAX_BATCH_RECORDS`], or fewer when the changed-customer
+    /// bound of a commit is smaller (the bound is checked at batch ends, so a commit
+    /// overshoots it by what one batch changes). Batches end at fixed record numbers,
+    /// so commit points do not depend on the thread count.
+    pub fn batch_records(&self) -> u64 {
+        MAX_BATCH_RECORDS.min(self.commit_customers as u64).max(1)
+    }
+
     /// Splits a memory budget of `bytes` between the customer cache (half), the store
     /// engine (a quarter: block cache and write buffers) and the commit being written
     /// (a quarter: it bounds the changed customers one commit carries).
@@ -291,7 +303,7 @@ fn remove_store(dir: &Path) -> Result<(), ReplayError> {
 /// committed with the engine's state.
 struct Run<'a> {
     opts: &'a ReplayOptions,
-    driver: Driver<AnyKv>,
+    driver: ShardedDriver<AnyKv>,
     committer: Committer,
     produced: Produced,
     changes: Vec<crate::core::status::StatusChange>,
@@ -316,9 +328,7 @@ impl Run<'_> {
             partition: None,
             position: self.p.record_in_file as i64,
         };
-        let h = self
-            .driver
-            .handle(record, origin, raw, &mut self.produced)?;
+        let h = self.driver.handle(record, origin, raw, &mut self.produced);
         if h.outcome == Outcome::Invalid {
             self.p.bad += 1;
         }
@@ -341,7 +351,7 @@ impl Run<'_> {
         let dead = std::mem::take(&mut self.dead);
         self.committer.outputs(changes, dead)?;
         let cap = self.opts.cache_capacity;
-        if self.driver.engine().cached_customers() > cap {
+        if self.driver.shards().cached_customers() > cap {
             if let Some((o, d)) = self.committer.poll()? {
                 self.p.out_len = o;
                 self.p.dead_len = d;
@@ -358,6 +368,8 @@ impl Run<'_> {
     /// commit first, and only then lets customers out of memory (see the `commit`
     /// module).
     fn commit(&mut self) -> Result<(), ReplayError> {
+        self.driver.run(&mut self.produced)?;
+        self.collect();
         self.hand_over()?;
         self.settle()?;
         self.driver.evict(self.opts.cache_capacity);
@@ -375,18 +387,24 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Commits when the record count reaches a commit point, or earlier when the
-    /// changed customers fill the commit's share of the memory budget. Both depend on
-    /// the records alone, so a resumed replay commits where an uninterrupted one does.
+    /// Applies the batch of records taken when the record count reaches a batch end
+    /// ([`ReplayOptions::batch_records`]); commits when it reaches a commit point, or
+    /// at a batch end once the changed customers fill the commit's share of the memory
+    /// budget. All of it depends on the records alone, so a resumed replay commits
+    /// where an uninterrupted one does, whatever the thread count.
     fn maybe_commit(
         &mut self,
         progress: &mut dyn FnMut(ReplayProgress),
         bytes_done: u64,
         bytes_total: u64,
     ) -> Result<(), ReplayError> {
-        if self.p.records % self.opts.commit_every == 0
-            || self.driver.engine().dirty_customers() >= self.opts.commit_customers
-        {
+        let at_commit_point = self.p.records % self.opts.commit_every == 0;
+        if !at_commit_point && self.p.records % self.opts.batch_records() != 0 {
+            return Ok(());
+        }
+        self.driver.run(&mut self.produced)?;
+        self.collect();
+        if at_commit_point || self.driver.shards().dirty_customers() >= self.opts.commit_customers {
             self.commit()?;
             progress(ReplayProgress {
                 bytes_done,
@@ -457,7 +475,7 @@ pub fn replay(
             store.size_on_disk(),
         ));
     }
-    let mut driver = Driver::open(store, opts.policy.clone())?;
+    let mut driver = ShardedDriver::open(store, opts.policy.clone(), opts.threads.max(1))?;
     driver.set_latest(Some(Ts(p.as_of_ms.saturating_add(CLOCK_SKEW_MS))));
     let outs = Outputs::open(opts, &p)?;
     let committer = Committer::start(outs, driver.store().clone(), opts.store.clone())?;
@@ -531,9 +549,10 @@ pub fn replay(
         run.p.record_in_file = 0;
     }
     if let Some(until) = opts.until {
-        run.driver.advance_to(until, &mut run.produced)?;
+        run.driver.advance_to(until);
     }
-    run.driver.finish(&mut run.produced)?;
+    run.driver.finish();
+    run.driver.run(&mut run.produced)?;
     run.collect();
     run.p.finished = true;
     run.commit()?;
@@ -543,7 +562,7 @@ pub fn replay(
         bytes_total,
         records: run.p.records,
     });
-    let meta = run.driver.engine().meta();
+    let meta = run.driver.meta();
     Ok(summary(
         &meta.counters,
         &meta,
