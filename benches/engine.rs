@@ -7,6 +7,12 @@ use churnwatch::core::policy::Policy;
 use churnwatch::core::time::Ts;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
+// The allocator the binary runs with (glibc's malloc would dominate the profile, and
+// its arenas contend between the shards' threads).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const DAY: i64 = 86_400_000;
 
 /// A deterministic stream: `customers` customers, each visiting every 60–240 days with
@@ -158,10 +164,55 @@ fn bench_scoring(c: &mut Criterion) {
     }
 }
 
+/// The engine sharded over threads (`driver::Shards`, as replay runs it: batches of
+/// 4,096 records, each batch's shards in parallel) against one engine on the same
+/// stream in the same run: how the engine alone scales with the cores it gets.
+fn bench_shards(c: &mut Criterion) {
+    use churnwatch::driver::Shards;
+    let mut g = c.benchmark_group("shards");
+    g.sample_size(10);
+    let inputs: Vec<Input> = stream(20_000)
+        .iter()
+        .map(|l| decode_json_line(l).unwrap().input)
+        .collect();
+    g.throughput(Throughput::Elements(inputs.len() as u64));
+    g.bench_with_input("one_engine", &inputs, |b, inputs| {
+        b.iter(|| {
+            let mut e = Engine::new(Policy::default());
+            let mut out = Vec::new();
+            for i in inputs {
+                e.process(i.clone(), &NoSource, &mut out).unwrap();
+            }
+            e.flush(&NoSource, &mut out).unwrap();
+            black_box(out.len())
+        })
+    });
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for n in (1..=cores.max(2)).filter(|n| n.is_power_of_two() || *n == cores) {
+        g.bench_with_input(BenchmarkId::new("sharded", n), &inputs, |b, inputs| {
+            b.iter(|| {
+                let mut s = Shards::restore(Policy::default(), Default::default(), Vec::new(), n);
+                let mut out = Vec::new();
+                for batch in inputs.chunks(4096) {
+                    for i in batch {
+                        s.push(i.clone());
+                    }
+                    s.run(&NoSource, &mut out).unwrap();
+                }
+                s.flush();
+                s.run(&NoSource, &mut out).unwrap();
+                black_box(out.len())
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
     bench_decode,
     bench_engine,
+    bench_shards,
     bench_assess,
     bench_scoring
 );

@@ -72,6 +72,7 @@ fn outputs_are_byte_identical_for_any_thread_count_commit_interval_cache_size_an
     let input = history(dir.path(), 400, 5);
     let mut base = opts(&input, dir.path(), "base");
     base.threads = 1;
+    base.shards = 1;
     let reference = replay(&base, &mut |_| {}).unwrap();
     assert!(reference.status_changes > 50, "{reference:?}");
     let read = |name: &str| {
@@ -99,6 +100,7 @@ fn outputs_are_byte_identical_for_any_thread_count_commit_interval_cache_size_an
         let name = format!("t{threads}-c{commit_every}-{engine}-m{cache}-d{commit_customers}");
         let mut o = opts(&input, dir.path(), &name);
         o.threads = threads;
+        o.shards = threads;
         o.commit_every = commit_every;
         o.cache_capacity = cache;
         o.commit_customers = commit_customers;
@@ -291,7 +293,7 @@ fn sigkill_at_random_points_then_resume_gives_identical_output() {
     let input = history(dir.path(), 1500, 3);
     let out = dir.path().join("killed.jsonl");
     let dead = dir.path().join("killed.jsonl.dead.jsonl");
-    // Each start after a kill takes another thread count (1 to 3 engine shards): the
+    // Each start after a kill takes another thread and shard count (1 to 3): the
     // store holds customers, not shards, so a resumed replay may change it.
     let run = |name: &str, fresh: bool, threads: u32| {
         let mut c = bin();
@@ -303,6 +305,7 @@ fn sigkill_at_random_points_then_resume_gives_identical_output() {
             .arg(dir.path().join(format!("{name}.jsonl")))
             .args(["--commit-every", "400", "--log", "warn"])
             .args(["--threads", &threads.to_string()])
+            .args(["--shards", &threads.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         if fresh {

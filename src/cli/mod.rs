@@ -243,11 +243,15 @@ struct ReplayArgs {
     /// Customers kept in memory (default: from --memory-mib, 512 per MiB).
     #[arg(long)]
     cache_capacity: Option<usize>,
-    /// Threads (default: the cores available): the customers are split into this many
-    /// engine shards that run side by side, and JSON-lines input is decoded on all but
-    /// one thread ahead of them. The outputs are byte-identical for any count.
+    /// Threads (default: the cores available): JSON-lines input is decoded on all but
+    /// one, ahead of the engine shards. The outputs are byte-identical for any count.
     #[arg(long)]
     threads: Option<usize>,
+    /// Engine shards (default: one per two cores): the customers are split over this
+    /// many engines that run side by side. The outputs are byte-identical for any
+    /// count.
+    #[arg(long)]
+    shards: Option<usize>,
     /// Engine of a new store: `fjall` (LSM; bounded memory, the default) or `sled`.
     /// An existing store keeps its engine; naming another one is an error.
     #[arg(long)]

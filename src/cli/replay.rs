@@ -35,6 +35,11 @@ pub fn run(a: ReplayArgs) -> Result<()> {
         Some(n) => opts.threads = n,
         None => {}
     }
+    match a.shards {
+        Some(0) => bail!("--shards must be at least 1"),
+        Some(n) => opts.shards = n,
+        None => {}
+    }
     opts.policy = load_policy_and_model(a.policy.as_deref(), a.model.as_deref())?;
     opts.until = a
         .until

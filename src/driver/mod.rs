@@ -408,7 +408,7 @@ pub struct ShardedDriver<K: Kv> {
     bounds: TimeBounds,
 }
 
-impl<K: Kv> ShardedDriver<K> {
+impl<K: Kv + Clone + 'static> ShardedDriver<K> {
     /// Opens `n` shards from what `store` committed (meta and timers), whatever number
     /// of shards (or the one engine) committed it.
     pub fn open(store: Store<K>, policy: Policy, n: usize) -> Result<Self, StoreError> {

@@ -20,18 +20,78 @@ use crate::core::status::StatusChange;
 use crate::core::time::Ts;
 use crate::model::hash::BuildIdHasher;
 use std::hash::BuildHasher;
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
 
-/// A status change with its place in one engine's order: the record whose arrival
-/// released it, and the item applied (none for a late event applied on arrival).
-struct Tagged {
-    seq: u64,
-    due: Option<Due>,
-    change: StatusChange,
+/// Work handed to a pool thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A pool thread: where its jobs go, and the thread (both taken when dropped).
+type Worker = (Option<mpsc::Sender<Job>>, Option<JoinHandle<()>>);
+
+/// Threads that each run the jobs sent to them, in order, until dropped.
+struct Pool {
+    workers: Vec<Worker>,
+}
+
+impl Pool {
+    fn new(n: usize) -> Pool {
+        let workers = (0..n)
+            .map(|i| {
+                let (tx, rx) = mpsc::channel::<Job>();
+                let handle = std::thread::Builder::new()
+                    .name(format!("shard-{}", i + 1))
+                    .spawn(move || {
+                        for job in rx {
+                            job();
+                        }
+                    })
+                    .expect("cannot start a shard thread");
+                (Some(tx), Some(handle))
+            })
+            .collect();
+        Pool { workers }
+    }
+
+    fn send(&self, worker: usize, job: Job) {
+        self.workers[worker]
+            .0
+            .as_ref()
+            .expect("open until dropped")
+            .send(job)
+            .expect("a shard thread ended early");
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        for (tx, _) in &mut self.workers {
+            tx.take();
+        }
+        for (_, h) in &mut self.workers {
+            if let Some(h) = h.take() {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+/// One shard's status changes of a batch, each with its place in one engine's order:
+/// the record whose arrival released it, and the item applied (none for a late event
+/// applied on arrival).
+#[derive(Default)]
+struct Run {
+    keys: Vec<(u64, Option<Due>)>,
+    changes: Vec<StatusChange>,
 }
 
 /// Several engines over disjoint customers, driven as one.
 pub struct Shards {
-    engines: Vec<Engine>,
+    /// The shards' engines (each away on its thread only while a batch runs).
+    engines: Vec<Option<Engine>>,
+    /// One thread per shard but the first, kept for the life of the shards: a shard
+    /// always runs on the same thread, so its customers are allocated and freed there.
+    pool: Pool,
     lateness_ms: i64,
     max_seen: Option<Ts>,
     watermark: Option<Ts>,
@@ -68,10 +128,11 @@ impl Shards {
         let engines = metas
             .into_iter()
             .zip(shard_timers)
-            .map(|(m, t)| Engine::restore(policy.clone(), m, t))
+            .map(|(m, t)| Some(Engine::restore(policy.clone(), m, t)))
             .collect();
         Shards {
             engines,
+            pool: Pool::new(n - 1),
             lateness_ms: policy.lateness_ms(),
             max_seen: meta.max_seen,
             watermark: meta.watermark,
@@ -142,66 +203,99 @@ impl Shards {
         }
     }
 
-    /// Applies the batch taken since the last run, the shards in parallel (one on
-    /// the calling thread), and appends the status changes to `out` in one engine's
-    /// order.
+    /// Applies the batch taken since the last run, the shards in parallel (the first
+    /// on the calling thread, each other on its own), and appends the status changes
+    /// to `out` in one engine's order.
     pub fn run<S>(&mut self, src: &S, out: &mut Vec<StatusChange>) -> Result<(), S::Error>
     where
-        S: CustomerSource + Sync,
-        S::Error: Send,
+        S: CustomerSource + Clone + Send + Sync + 'static,
+        S::Error: Send + 'static,
     {
         if self.steps.is_empty() && self.ops.iter().all(Vec::is_empty) {
             return Ok(());
         }
         let steps = std::mem::take(&mut self.steps);
-        let mut ops = std::mem::take(&mut self.ops);
-        let results: Vec<Result<Vec<Tagged>, S::Error>> = if self.engines.len() == 1 {
-            vec![run_shard(&mut self.engines[0], &mut ops[0], &steps, src)]
-        } else {
-            std::thread::scope(|scope| {
-                let mut engines = self.engines.iter_mut().zip(ops.iter_mut());
-                let (first, first_ops) = engines.next().expect("at least one shard");
-                let handles: Vec<_> = engines
-                    .map(|(engine, ops)| {
-                        let steps = &steps;
-                        scope.spawn(move || run_shard(engine, ops, steps, src))
-                    })
-                    .collect();
-                let mut results = vec![run_shard(first, first_ops, &steps, src)];
-                results.extend(
-                    handles
-                        .into_iter()
-                        .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))),
-                );
-                results
-            })
-        };
-        let mut tagged = Vec::new();
-        for r in results {
-            let mut t = r?;
-            if tagged.is_empty() {
-                tagged = t;
-            } else {
-                tagged.append(&mut t);
+        let n = self.engines.len();
+        if n == 1 {
+            // One shard: its changes are already in order; no tags needed.
+            let engine = self.engines[0].as_mut().expect("home between runs");
+            let r = run_shard(engine, &mut self.ops[0], &steps, src, Some(out));
+            self.steps = steps;
+            self.steps.clear();
+            return r.map(drop);
+        }
+        let steps = Arc::new(steps);
+        let (done_tx, done_rx) = mpsc::channel();
+        for i in 1..n {
+            let mut engine = self.engines[i].take().expect("home between runs");
+            let mut ops = std::mem::take(&mut self.ops[i]);
+            let (steps, src, done) = (steps.clone(), src.clone(), done_tx.clone());
+            self.pool.send(
+                i - 1,
+                Box::new(move || {
+                    let r = run_shard(&mut engine, &mut ops, &steps, &src, None);
+                    // The receiver waits for every shard; it is gone only on a panic.
+                    let _ = done.send((i, engine, ops, r));
+                }),
+            );
+        }
+        drop(done_tx);
+        let engine = self.engines[0].as_mut().expect("home between runs");
+        let first = run_shard(engine, &mut self.ops[0], &steps, src, None);
+        let mut runs: Vec<Run> = Vec::with_capacity(n);
+        let mut failed = None;
+        match first {
+            Ok(t) => runs.push(t),
+            Err(e) => failed = Some(e),
+        }
+        for _ in 1..n {
+            let (i, engine, ops, r) = done_rx
+                .recv()
+                .expect("a shard's thread panicked while running a batch");
+            self.engines[i] = Some(engine);
+            self.ops[i] = ops;
+            match r {
+                Ok(t) => runs.push(t),
+                Err(e) => failed = failed.or(Some(e)),
             }
         }
-        if self.engines.len() > 1 {
-            // Keys are unique (each names its customer, and a customer is in one
-            // shard), and each shard's run is already in order.
-            tagged.sort_by(|a, b| (a.seq, &a.due).cmp(&(b.seq, &b.due)));
+        self.steps = Arc::try_unwrap(steps).unwrap_or_default();
+        self.steps.clear();
+        if let Some(e) = failed {
+            return Err(e);
         }
-        out.extend(tagged.into_iter().map(|t| t.change));
-        let mut steps = steps;
-        steps.clear();
-        self.steps = steps;
-        self.ops = ops;
+        // Each shard's run is in order and keys are unique (each names its customer,
+        // and a customer is in one shard): merge by taking the smallest head each time.
+        out.reserve(runs.iter().map(|r| r.changes.len()).sum());
+        let mut at = vec![0usize; runs.len()];
+        let mut changes: Vec<_> = runs
+            .iter_mut()
+            .map(|r| std::mem::take(&mut r.changes).into_iter())
+            .collect();
+        loop {
+            let mut best: Option<(usize, &(u64, Option<Due>))> = None;
+            for (i, r) in runs.iter().enumerate() {
+                if let Some(k) = r.keys.get(at[i]) {
+                    if best.is_none_or(|(_, b)| k < b) {
+                        best = Some((i, k));
+                    }
+                }
+            }
+            let Some((i, _)) = best else { break };
+            at[i] += 1;
+            out.push(changes[i].next().expect("one change per key"));
+        }
         Ok(())
+    }
+
+    fn engines(&self) -> impl Iterator<Item = &Engine> {
+        self.engines.iter().flatten()
     }
 
     /// The totals: what was restored, the ticks since, and every shard's counts.
     pub fn counters(&self) -> Counters {
         let mut c = self.base.clone();
-        for e in &self.engines {
+        for e in self.engines() {
             c.add(e.counters());
         }
         c
@@ -209,29 +303,32 @@ impl Shards {
 
     /// Timers pending in all shards.
     pub fn timers_pending(&self) -> usize {
-        self.engines.iter().map(Engine::timers_pending).sum()
+        self.engines().map(Engine::timers_pending).sum()
     }
 
     /// Customers held in memory by all shards.
     pub fn cached_customers(&self) -> usize {
-        self.engines.iter().map(Engine::cached_customers).sum()
+        self.engines().map(Engine::cached_customers).sum()
     }
 
     /// Customers changed since the last [`Shards::take_dirty_with`], in all shards.
     pub fn dirty_customers(&self) -> usize {
-        self.engines.iter().map(Engine::dirty_customers).sum()
+        self.engines().map(Engine::dirty_customers).sum()
     }
 
     /// A customer's state if its shard holds it in memory.
     pub fn cached(&self, customer_id: &str) -> Option<&CustomerState> {
-        self.engines[shard_of(customer_id, self.engines.len())].cached(customer_id)
+        self.engines[shard_of(customer_id, self.engines.len())]
+            .as_ref()
+            .expect("home between runs")
+            .cached(customer_id)
     }
 
     /// Drops clean customers from memory until about `keep` remain in all (each
     /// shard keeps its share).
     pub fn evict(&mut self, keep: usize) {
         let n = self.engines.len();
-        for e in &mut self.engines {
+        for e in self.engines.iter_mut().flatten() {
             e.evict(keep.div_ceil(n));
         }
     }
@@ -240,7 +337,7 @@ impl Shards {
     /// shards in the order one engine keeps them, and the totals.
     pub fn meta(&self) -> EngineMeta {
         let mut pending: Vec<Event> = Vec::new();
-        for e in &self.engines {
+        for e in self.engines() {
             pending.extend(e.meta().pending);
         }
         if self.engines.len() > 1 {
@@ -267,7 +364,7 @@ impl Shards {
         mut each: impl FnMut(&CustomerState) -> Result<(), E>,
     ) -> Result<Dirty, E> {
         let mut d = Dirty::default();
-        for e in &mut self.engines {
+        for e in self.engines.iter_mut().flatten() {
             let mut part = e.take_dirty_with(&mut each)?;
             d.timers_removed.append(&mut part.timers_removed);
             d.timers_added.append(&mut part.timers_added);
@@ -294,21 +391,42 @@ fn run_shard<S: CustomerSource>(
     ops: &mut Vec<(u64, Event)>,
     steps: &[(u64, Ts)],
     src: &S,
-) -> Result<Vec<Tagged>, S::Error> {
-    let mut tagged = Vec::new();
-    let mut buf = Vec::new();
+    mut direct: Option<&mut Vec<StatusChange>>,
+) -> Result<Run, S::Error> {
+    let mut run = Run::default();
     let mut si = 0;
     for (seq, e) in ops.drain(..) {
-        catch_up(engine, steps, &mut si, seq, src, &mut buf, &mut tagged)?;
-        engine.arrive(e, src, &mut buf)?;
-        tagged.extend(buf.drain(..).map(|change| Tagged {
-            seq,
-            due: None,
-            change,
-        }));
+        let sink = match direct.as_deref_mut() {
+            Some(out) => Sink::Direct(out),
+            None => Sink::Tagged(&mut run),
+        };
+        catch_up(engine, steps, &mut si, seq, src, sink)?;
+        match direct.as_deref_mut() {
+            Some(out) => {
+                engine.arrive(e, src, out)?;
+            }
+            None => {
+                let before = run.changes.len();
+                engine.arrive(e, src, &mut run.changes)?;
+                for _ in before..run.changes.len() {
+                    run.keys.push((seq, None));
+                }
+            }
+        }
     }
-    catch_up(engine, steps, &mut si, u64::MAX, src, &mut buf, &mut tagged)?;
-    Ok(tagged)
+    let sink = match direct {
+        Some(out) => Sink::Direct(out),
+        None => Sink::Tagged(&mut run),
+    };
+    catch_up(engine, steps, &mut si, u64::MAX, src, sink)?;
+    Ok(run)
+}
+
+/// Where a shard's changes go: straight out when it is the only shard, else into its
+/// run, with their keys, for the merge.
+enum Sink<'a> {
+    Direct(&'a mut Vec<StatusChange>),
+    Tagged(&'a mut Run),
 }
 
 /// Moves a shard's stream time through the steps before record `until`, applying
@@ -319,10 +437,13 @@ fn catch_up<S: CustomerSource>(
     si: &mut usize,
     until: u64,
     src: &S,
-    buf: &mut Vec<StatusChange>,
-    tagged: &mut Vec<Tagged>,
+    sink: Sink<'_>,
 ) -> Result<(), S::Error> {
     let end = *si + steps[*si..].partition_point(|s| s.0 < until);
+    let (out, mut keys) = match sink {
+        Sink::Direct(out) => (out, None),
+        Sink::Tagged(run) => (&mut run.changes, Some(&mut run.keys)),
+    };
     while *si < end {
         let Some(next) = engine.next_due_at() else {
             break;
@@ -334,16 +455,19 @@ fn catch_up<S: CustomerSource>(
         }
         let (seq, w) = steps[j];
         engine.set_watermark(w);
-        while let Some(item) = engine.step(src, buf)? {
-            if buf.is_empty() {
-                continue;
+        loop {
+            let before = out.len();
+            let Some(item) = engine.step(src, out)? else {
+                break;
+            };
+            if let Some(keys) = keys.as_deref_mut() {
+                if out.len() > before {
+                    let due = item.into_due();
+                    for _ in before..out.len() {
+                        keys.push((seq, Some(due.clone())));
+                    }
+                }
             }
-            let due = item.into_due();
-            tagged.extend(buf.drain(..).map(|change| Tagged {
-                seq,
-                due: Some(due.clone()),
-                change,
-            }));
         }
         *si = j + 1;
     }
@@ -352,4 +476,27 @@ fn catch_up<S: CustomerSource>(
     }
     *si = end;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn customers_spread_evenly_over_shards() {
+        for n in [2usize, 3, 8] {
+            let mut counts = vec![0usize; n];
+            for c in 0..20_000 {
+                counts[shard_of(&format!("C{c:08}"), n)] += 1;
+                counts[shard_of(&format!("C{c}"), n)] += 1;
+            }
+            let even = 40_000 / n;
+            for (i, k) in counts.iter().enumerate() {
+                assert!(
+                    k.abs_diff(even) < even / 20,
+                    "{n} shards: shard {i} has {k}"
+                );
+            }
+        }
+    }
 }

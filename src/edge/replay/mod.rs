@@ -71,10 +71,12 @@ pub struct ReplayOptions {
     /// rejected as implausible. None: the wall clock when the replay starts. Either
     /// way it is kept in the progress record, so a resumed replay decides alike.
     pub as_of: Option<Ts>,
-    /// Threads: the customers are split into this many engine shards, run in
-    /// parallel, and JSON-lines input is decoded on `threads - 1` threads ahead of
-    /// them (the outputs are byte-identical for any count).
+    /// Threads: JSON-lines input is decoded on `threads - 1` of them ahead of the
+    /// engine shards (the outputs are byte-identical for any count).
     pub threads: usize,
+    /// Engine shards: the customers are split over this many engines, which run a
+    /// batch of records in parallel (the outputs are byte-identical for any count).
+    pub shards: usize,
     /// The churn policy.
     pub policy: Policy,
 }
@@ -100,6 +102,7 @@ impl ReplayOptions {
             until: None,
             as_of: None,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            shards: default_shards(),
             policy: Policy::default(),
         }
     }
@@ -141,6 +144,15 @@ pub fn commit_customers_in(bytes: u64) -> usize {
 /// and the decoding buffers come on top).
 pub fn store_share(bytes: u64) -> u64 {
     bytes / 4
+}
+
+/// Engine shards by default: one per two cores. A replay also keeps a reader, the
+/// decoders, the output writer and the store's compaction busy; on the 2-core
+/// reference machine two shards were no faster than one (see the README).
+pub fn default_shards() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get() / 2)
+        .max(1)
 }
 
 /// Most records applied in one batch (the shards run a batch in parallel, then meet).
@@ -475,7 +487,7 @@ pub fn replay(
             store.size_on_disk(),
         ));
     }
-    let mut driver = ShardedDriver::open(store, opts.policy.clone(), opts.threads.max(1))?;
+    let mut driver = ShardedDriver::open(store, opts.policy.clone(), opts.shards.max(1))?;
     driver.set_latest(Some(Ts(p.as_of_ms.saturating_add(CLOCK_SKEW_MS))));
     let outs = Outputs::open(opts, &p)?;
     let committer = Committer::start(outs, driver.store().clone(), opts.store.clone())?;
