@@ -398,6 +398,109 @@ fn avro_output_is_a_readable_container_and_deterministic() {
 }
 
 #[test]
+fn a_policy_record_reads_back_as_the_same_policy_and_names_what_differs() {
+    use churnwatch::core::policy::Policy;
+    use churnwatch::edge::replay::{policy_differences, policy_record};
+    let mut p = Policy::default();
+    p.lifecycle.quasi_churned_months = 3;
+    let r = policy_record(&p);
+    assert_eq!(serde_json::from_str::<Policy>(&r).unwrap(), p);
+    let d = policy_differences(&r, &policy_record(&Policy::default()));
+    assert_eq!(d, "lifecycle.quasi_churned_months: 3 → 6");
+}
+
+/// A replay store remembers its policy and its output files: replaying it with another
+/// policy, or claiming other output files for it, is refused with what differs; inspect
+/// uses the store's policy unless given one, and says when the one given differs.
+#[test]
+fn a_store_is_never_resumed_or_reported_with_another_policy_or_other_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = history(dir.path(), 100, 5);
+    let store = dir.path().join("s");
+    let strict = dir.path().join("strict.toml");
+    std::fs::write(&strict, "[lifecycle]\nquasi_churned_months = 3\n").unwrap();
+    let replay = |out: &str, policy: Option<&Path>| {
+        let mut c = bin();
+        c.args(["replay", "--log", "warn", "--input"])
+            .arg(&input)
+            .arg("--store")
+            .arg(&store)
+            .arg("--out")
+            .arg(dir.path().join(out));
+        if let Some(p) = policy {
+            c.arg("--policy").arg(p);
+        }
+        c.output().unwrap()
+    };
+    let o = replay("o.jsonl", Some(&strict));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The default policy on the same store: refused, naming the setting.
+    let o = replay("o.jsonl", None);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("another policy")
+            && err.contains("lifecycle.quasi_churned_months: 3 → 6")
+            && err.contains("--fresh"),
+        "{err}"
+    );
+    // Another --out on the finished store: refused, and nothing claims the new file.
+    let o = replay("other.jsonl", Some(&strict));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("o.jsonl") && err.contains("other.jsonl"),
+        "{err}"
+    );
+    assert!(!dir.path().join("other.jsonl").exists());
+    // The same policy and outputs: the finished replay is reported again.
+    let o = replay("o.jsonl", Some(&strict));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // Inspect: without a policy, the store's (a customer gone quiet for 3 months is
+    // quasi-churned under it, active under the default); with the default, a note.
+    let first = std::fs::read_to_string(dir.path().join("o.jsonl")).unwrap();
+    let quiet = first
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|c| c["lifecycle"] == "quasi_churned")
+        .expect("some customer goes quiet for 3 months");
+    let id = quiet["customer_id"].as_str().unwrap();
+    let inspect = |policy: Option<&Path>| {
+        let mut c = bin();
+        c.args(["inspect", "--store"])
+            .arg(&store)
+            .args(["--customer", id]);
+        if let Some(p) = policy {
+            c.arg("--policy").arg(p);
+        }
+        c.output().unwrap()
+    };
+    let o = inspect(None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        v["current"]["lifecycle"], v["published"]["lifecycle"],
+        "{v}"
+    );
+    let default = dir.path().join("default.toml");
+    std::fs::write(&default, "").unwrap();
+    let o = inspect(Some(&default));
+    let note = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success());
+    assert!(
+        note.contains("not the one the store was replayed with")
+            && note.contains("quasi_churned_months"),
+        "{note}"
+    );
+}
+
+#[test]
 fn cli_replay_inspect_and_errors() {
     let dir = tempfile::tempdir().unwrap();
     let input = history(dir.path(), 100, 5);

@@ -107,7 +107,8 @@ struct InspectArgs {
     /// Customer id.
     #[arg(long)]
     customer: String,
-    /// Policy file (TOML); defaults apply otherwise.
+    /// Policy file (TOML) to compute the current status with; without it (and without
+    /// --model) the policy the store was replayed with applies.
     #[arg(long, env = "CHURNWATCH_POLICY")]
     policy: Option<PathBuf>,
     /// Model parameter file from `churnwatch fit`.

@@ -68,10 +68,17 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
         policy,
         model,
     } = a;
-    let policy = load_policy_and_model(policy.as_deref(), model.as_deref())?;
-    match replay::inspect(&store, &customer, &policy)? {
+    // Without --policy or --model the store's own policy applies.
+    let policy = match (&policy, &model) {
+        (None, None) => None,
+        _ => Some(load_policy_and_model(policy.as_deref(), model.as_deref())?),
+    };
+    match replay::inspect(&store, &customer, policy.as_ref())? {
         Some(v) => {
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            if let Some(note) = v.note {
+                eprintln!("note: {note}");
+            }
+            println!("{}", serde_json::to_string_pretty(&v.json)?);
             Ok(())
         }
         None => bail!(

@@ -40,6 +40,84 @@ pub const CLOCK_SKEW_MS: i64 = 86_400_000;
 /// Progress key of the replay source in the store.
 pub const SOURCE: &str = "replay";
 
+/// Store key (beside the progress) of the policy and model a replay ran with, as JSON:
+/// a store replayed with one policy is never resumed or reported with another.
+pub const POLICY_KEY: &str = "replay-policy";
+
+/// Store key of the output files a replay wrote (absolute paths).
+pub const OUTPUTS_KEY: &str = "replay-outputs";
+
+/// The output files a replay store's replay wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct OutputFiles {
+    out: String,
+    dead_letter: String,
+}
+
+impl OutputFiles {
+    fn of(opts: &ReplayOptions) -> OutputFiles {
+        let abs = |p: &Path| {
+            std::path::absolute(p)
+                .unwrap_or_else(|_| p.to_path_buf())
+                .display()
+                .to_string()
+        };
+        OutputFiles {
+            out: abs(&opts.out),
+            dead_letter: abs(&opts.dead_letter),
+        }
+    }
+}
+
+/// A policy (with its model) as the store records it.
+pub fn policy_record(policy: &Policy) -> String {
+    serde_json::to_string(policy).expect("a policy serialises to JSON")
+}
+
+/// What differs between two policy records, one `key: a → b` per setting (at most
+/// eight, then a count).
+pub fn policy_differences(stored: &str, given: &str) -> String {
+    use std::collections::BTreeMap;
+    fn flatten(prefix: String, v: &serde_json::Value, out: &mut BTreeMap<String, String>) {
+        match v {
+            serde_json::Value::Object(m) if !m.is_empty() => {
+                for (k, v) in m {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    flatten(key, v, out);
+                }
+            }
+            serde_json::Value::Null => {
+                out.insert(prefix, "none".into());
+            }
+            other => {
+                out.insert(prefix, other.to_string());
+            }
+        }
+    }
+    let parse = |s: &str| serde_json::from_str(s).unwrap_or(serde_json::Value::Null);
+    let (mut a, mut b) = (BTreeMap::new(), BTreeMap::new());
+    flatten(String::new(), &parse(stored), &mut a);
+    flatten(String::new(), &parse(given), &mut b);
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    let diffs: Vec<String> = keys
+        .into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| {
+            let show = |m: &BTreeMap<String, String>| m.get(k).cloned().unwrap_or("-".into());
+            format!("{k}: {} → {}", show(&a), show(&b))
+        })
+        .collect();
+    let mut text = diffs.iter().take(8).cloned().collect::<Vec<_>>().join("; ");
+    if diffs.len() > 8 {
+        text.push_str(&format!("; and {} more", diffs.len() - 8));
+    }
+    text
+}
+
 /// What to replay and where.
 #[derive(Debug, Clone)]
 pub struct ReplayOptions {
@@ -219,6 +297,24 @@ pub enum ReplayError {
         /// What was asked now.
         given: String,
     },
+    /// The store was replayed with another policy or model.
+    #[error("the store at {store} was replayed with another policy or model ({differences}, the store's → this run's); replay it with the same --policy and --model, or pass --fresh to replay with these, or use another --store")]
+    PolicyMismatch {
+        /// The store directory.
+        store: PathBuf,
+        /// The settings that differ.
+        differences: String,
+    },
+    /// The store's replay wrote other output files.
+    #[error("the store at {store} holds a replay that wrote {stored}, not {given} (which do not hold what it committed); pass --out (and --dead-letter) as before, or --fresh to write the new files")]
+    OutputsMismatch {
+        /// The store directory.
+        store: PathBuf,
+        /// The files the store's replay wrote.
+        stored: String,
+        /// The files asked for now.
+        given: String,
+    },
     /// `--fresh` was asked to delete a directory that is not a state store.
     #[error("--fresh would delete {0}, but it is not a churnwatch state store (no sled files); pick an empty or new --store directory")]
     NotAStore(PathBuf),
@@ -323,6 +419,9 @@ struct Run<'a> {
     p: Progress,
     started: Instant,
     elapsed_before: u64,
+    /// The policy record and the output files, stored with every commit.
+    policy_record: String,
+    files: OutputFiles,
 }
 
 impl Run<'_> {
@@ -386,7 +485,9 @@ impl Run<'_> {
         self.settle()?;
         self.driver.evict(self.opts.cache_capacity);
         self.p.elapsed_ms = self.elapsed_before + self.started.elapsed().as_millis() as u64;
-        let batch = self.driver.detach_commit()?;
+        let mut batch = self.driver.detach_commit()?;
+        batch.progress(POLICY_KEY, &self.policy_record)?;
+        batch.progress(OUTPUTS_KEY, &self.files)?;
         self.committer.commit(batch, self.p.clone())
     }
 
@@ -466,6 +567,33 @@ pub fn replay(
         });
     }
     check_store(&opts.store, &store, (p.records, p.finished))?;
+    let policy_record = policy_record(&opts.policy);
+    // Stores from before these records were kept hold neither; they cannot be checked.
+    if let Some(stored) = store.load_progress::<String>(POLICY_KEY)? {
+        if stored != policy_record {
+            return Err(ReplayError::PolicyMismatch {
+                store: opts.store.clone(),
+                differences: policy_differences(&stored, &policy_record),
+            });
+        }
+    }
+    let files = OutputFiles::of(opts);
+    if let Some(stored) = store.load_progress::<OutputFiles>(OUTPUTS_KEY)? {
+        // Files elsewhere are taken for the store's only when they hold exactly what
+        // it committed (a store moved or copied together with its outputs).
+        let is_copy = |path: &Path, committed: u64| {
+            std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == committed)
+        };
+        if stored != files
+            && !(is_copy(&opts.out, p.out_len) && is_copy(&opts.dead_letter, p.dead_len))
+        {
+            return Err(ReplayError::OutputsMismatch {
+                store: opts.store.clone(),
+                stored: format!("{} and {}", stored.out, stored.dead_letter),
+                given: format!("{} and {}", files.out, files.dead_letter),
+            });
+        }
+    }
     for (path, committed) in [(&opts.out, p.out_len), (&opts.dead_letter, p.dead_len)] {
         let len = std::fs::metadata(path).map_or(0, |m| m.len());
         if len < committed {
@@ -501,6 +629,8 @@ pub fn replay(
         elapsed_before: p.elapsed_ms,
         p,
         started: Instant::now(),
+        policy_record,
+        files,
     };
     let bytes_total: u64 = sizes.iter().sum();
 
@@ -615,12 +745,25 @@ fn check_store(
     }
 }
 
-/// A customer's stored state and current status, as JSON.
+/// A customer's stored state and current status, as JSON, and a note when the
+/// status was computed with another policy than the store's.
+#[derive(Debug)]
+pub struct Inspected {
+    /// The customer's state and status.
+    pub json: serde_json::Value,
+    /// Set when `policy` was given and differs from the one the store was replayed
+    /// with: what differs.
+    pub note: Option<String>,
+}
+
+/// A customer's stored state and current status: computed with `policy` when given,
+/// else with the policy the store was replayed with (the default policy for a store
+/// that does not record one).
 pub fn inspect(
     store_dir: &Path,
     customer_id: &str,
-    policy: &Policy,
-) -> Result<Option<serde_json::Value>, StoreError> {
+    policy: Option<&Policy>,
+) -> Result<Option<Inspected>, StoreError> {
     use crate::core::engine::CustomerSource;
     let store = DirStore::open_existing_dir(store_dir, StoreOptions::default())?;
     let p: Option<Progress> = store.load_progress(SOURCE)?;
@@ -629,10 +772,26 @@ pub fn inspect(
     let Some(state) = store.load(customer_id)? else {
         return Ok(None);
     };
+    let stored: Option<String> = store.load_progress(POLICY_KEY)?;
+    let stored_policy: Option<Policy> = stored
+        .as_deref()
+        .map(serde_json::from_str)
+        .transpose()
+        .map_err(|e| StoreError::corrupt(POLICY_KEY.as_bytes(), e))?;
+    let (policy, note) = match (policy, &stored) {
+        (Some(given), Some(s)) if policy_record(given) != *s => (
+            given.clone(),
+            Some(format!(
+                "the current status below uses the policy given, not the one the store was replayed with ({}, the store's → given); the published status is the store's",
+                policy_differences(s, &policy_record(given))
+            )),
+        ),
+        (Some(given), _) => (given.clone(), None),
+        (None, _) => (stored_policy.unwrap_or_default(), None),
+    };
     let meta = store.load_meta()?.unwrap_or_default();
-    Ok(Some(crate::core::view::customer_json(
-        &state,
-        meta.watermark,
-        policy,
-    )))
+    Ok(Some(Inspected {
+        json: crate::core::view::customer_json(&state, meta.watermark, &policy),
+        note,
+    }))
 }
