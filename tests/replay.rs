@@ -546,6 +546,30 @@ fn cli_replay_inspect_and_errors() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not in the store"));
+    // An --until in the past says it changed nothing.
+    let out = bin()
+        .args([
+            "replay",
+            "--log",
+            "warn",
+            "--until",
+            "2001-01-01",
+            "--input",
+        ])
+        .arg(&input)
+        .arg("--store")
+        .arg(dir.path().join("s-until"))
+        .arg("--out")
+        .arg(dir.path().join("o-until.jsonl"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--until 2001-01-01T00:00:00Z is before the newest record")
+            && err.contains("changed nothing"),
+        "{err}"
+    );
     let bad_policy = dir.path().join("p.toml");
     std::fs::write(&bad_policy, "[lifecycle]\nchurn_months = 3\n").unwrap();
     let out = bin()

@@ -123,7 +123,8 @@ struct DemoArgs {
     /// run the service on it and read the status changes back.
     #[arg(long)]
     kafka: bool,
-    /// Customers in the demo history.
+    /// Customers in the demo history (with --kafka at most 500, to keep the live run
+    /// short).
     #[arg(long, default_value_t = 2_000)]
     customers: u64,
     /// Keep the files here instead of a temporary directory.

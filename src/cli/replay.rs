@@ -8,6 +8,7 @@
 use super::progress::Progress;
 use super::{load_policy_and_model, parse_instant, InspectArgs, ReplayArgs};
 use anyhow::{bail, Context, Result};
+use churnwatch::core::time::Ts;
 use churnwatch::edge::replay::{self, ReplayOptions, ReplayProgress, ReplaySummary};
 
 /// Runs `churnwatch replay`.
@@ -53,6 +54,14 @@ pub fn run(a: ReplayArgs) -> Result<()> {
         .transpose()?;
     let s = run_replay(&opts)?;
     print_summary(&s, &opts);
+    if let (Some(until), Some(end)) = (opts.until, s.stream_time.as_deref()) {
+        if Ts::parse_rfc3339(end).is_ok_and(|end| end > until) {
+            eprintln!(
+                "note: --until {} is before the newest record ({end}); stream time was already past it, so it changed nothing",
+                until.to_rfc3339()
+            );
+        }
+    }
     if let Some(path) = a.summary_json {
         std::fs::write(&path, serde_json::to_vec_pretty(&s)?)
             .with_context(|| format!("cannot write summary to {}", path.display()))?;
