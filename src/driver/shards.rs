@@ -7,7 +7,7 @@
 //! goes to its customer's shard, which takes it in at that stream time (a late event
 //! is applied there and then); whenever stream time moves, each shard applies what it
 //! has due, in [`Due`] order. One engine applies the same items in the same order
-//! across all customers (an item never sets a timer before itself), so sorting the
+//! across all customers (an item never sets a timer before itself), so merging the
 //! shards' changes by (record, item) gives one engine's changes, byte for byte, for any
 //! number of shards. Records are queued and run in batches ([`Shards::run`]); the
 //! shards of one batch run in parallel.
@@ -97,7 +97,7 @@ pub struct Shards {
     watermark: Option<Ts>,
     /// Totals restored from the store and the ticks since; the shards count from zero.
     base: Counters,
-    /// Records taken since the last run (the batch's record numbers).
+    /// Records taken so far (numbers the records; steps and events refer to them).
     seq: u64,
     /// Each shard's events of this batch, with their record numbers.
     ops: Vec<Vec<(u64, Event)>>,
