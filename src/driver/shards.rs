@@ -143,24 +143,9 @@ impl Shards {
         }
     }
 
-    /// The number of shards.
-    pub fn len(&self) -> usize {
-        self.engines.len()
-    }
-
-    /// Always false: there is at least one shard.
-    pub fn is_empty(&self) -> bool {
-        false
-    }
-
     /// The largest record time taken so far (queued records included).
     pub fn max_seen(&self) -> Option<Ts> {
         self.max_seen
-    }
-
-    /// Stream time after the records taken so far.
-    pub fn watermark(&self) -> Option<Ts> {
-        self.watermark
     }
 
     /// Takes one record into the batch; nothing is applied before [`Shards::run`].
