@@ -61,6 +61,7 @@ enum Command {
     Demo(DemoArgs),
     /// Fit the visit (BG/NBD or MBG/NBD) and spend (Gamma-Gamma) models on history and
     /// write the parameter file `replay --model` loads.
+    #[command(after_help = FIT_WINDOWS)]
     Fit(FitArgs),
     /// Print the effective churn policy (defaults, or a file's values) as TOML.
     Policy {
@@ -132,15 +133,28 @@ struct DemoArgs {
     dir: Option<PathBuf>,
 }
 
+/// How `fit` cuts the history (shown under `churnwatch fit --help`).
+const FIT_WINDOWS: &str =
+    "Windows (whole UTC days, the convention of Fader, Hardie & Lee 2005 and \
+of the Python package lifetimes): a visit or repair order counts on its UTC date, several on \
+one date are one transaction. Calibration: the dates up to and including --calibration-end; \
+per customer x = distinct dates after the first, t_x = last - first, T = --calibration-end - \
+first (in the time unit). Holdout: the dates after --calibration-end up to and including \
+--holdout-end, predicted for (--holdout-end - --calibration-end) days. Spend: the mean \
+repair-order total of the repeat dates (the first transaction left out). Leaving out \
+--holdout-end does not change the fit.";
+
 #[derive(clap::Args)]
 struct FitArgs {
     /// Input files (JSON lines).
     #[arg(long = "input", required = true, num_args = 1..)]
     inputs: Vec<PathBuf>,
-    /// End of the calibration period (YYYY-MM-DD or RFC 3339): visits up to here fit the models.
+    /// Last day of the calibration period (YYYY-MM-DD, included): visits dated up to and
+    /// including it fit the models.
     #[arg(long)]
     calibration_end: String,
-    /// End of a holdout period after the calibration end, to compare predicted with actual visits.
+    /// Last day of a holdout period after the calibration end (YYYY-MM-DD, included), to
+    /// compare predicted with actual visits.
     #[arg(long)]
     holdout_end: Option<String>,
     /// Visit model.

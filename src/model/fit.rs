@@ -7,13 +7,30 @@
 //! is split at line boundaries and read on every core, and identical (x, t_x, T)
 //! patterns are collapsed with weights before the likelihood is maximised.
 //!
+//! **Windows (the literature's day-granular convention, as Fader, Hardie & Lee 2005
+//! and `lifetimes`' `calibration_and_holdout_data`).** Time is counted in whole UTC
+//! days: a visit or repair order counts on its UTC calendar date, and several on one
+//! date are one transaction (their repair-order amounts summed). With calibration end
+//! `C` and holdout end `H` (dates, both included):
+//! - calibration: the dates up to and including `C`; a customer's `x` is the number of
+//!   distinct dates after the first, `t_x` = last − first, `T` = `C` − first, in days
+//!   divided by the time unit (a customer whose first visit is on `C` has `T = 0`);
+//! - holdout: the dates `C + 1 ..= H`; the prediction is for `H − C` days after `T`,
+//!   and "actual" counts the distinct dates in that window;
+//! - spend (Gamma-Gamma): the repair-order totals of the repeat transactions (dates
+//!   after the first, up to `C`), averaged per customer over the repeat dates that
+//!   have repair orders; the first transaction is not used.
+//!
+//! Records after the last window day are not read; the holdout never changes the
+//! calibration data.
+//!
 //! The one module of the model layer that reads input files: JSON lines in the format
 //! of the event contract, parsed here into that minimal shape. It may use the event
 //! contract (`crate::core::event`) and instants (`crate::core::time`), and the model
 //! modules; never `core::state`, `core::policy` or the engine, which depend on the
 //! model layer. The parameter file is written by [`ModelParams::save`].
 
-use crate::core::time::Ts;
+use crate::core::time::{Ts, DAY_MS};
 use crate::model::bgnbd::expected_visits;
 use crate::model::bgnbd_fit::{collapse, fit_visit_model};
 use crate::model::gamma_gamma::fit_gamma_gamma;
@@ -39,6 +56,17 @@ pub enum FitError {
     /// The time unit is not a positive number of days.
     #[error("the time unit must be a positive number of days (1 for days, 7 for weeks), not {0}")]
     TimeUnit(f64),
+    /// A window end is not a date (midnight UTC).
+    #[error(
+        "{option} {value} has a time of day, but the fit's windows are whole UTC days; pass \
+         the last day of the window as a date (YYYY-MM-DD): the window includes all of it"
+    )]
+    NotADate {
+        /// The option (`--calibration-end` or `--holdout-end`).
+        option: &'static str,
+        /// The value given.
+        value: String,
+    },
     /// The holdout period does not end after the calibration period.
     #[error(
         "--holdout-end {holdout} must be after --calibration-end {calibration}; pick a later \
@@ -60,7 +88,7 @@ pub enum FitError {
         /// The cause.
         source: std::io::Error,
     },
-    /// No customer visited on or before the calibration end.
+    /// No customer visited on or before the calibration-end date.
     #[error(
         "no visit on or before --calibration-end {calibration} in the input; pick a later \
          calibration end"
@@ -99,8 +127,11 @@ pub enum FitError {
 /// One customer's visit days and repair-order values, as read for a fit.
 #[derive(Debug, Default, Clone)]
 struct History {
+    /// Distinct UTC dates (days since 1970-01-01) with a visit or repair order, sorted.
     days: Vec<i32>,
+    /// (date, amount) of every repair order, in reading order.
     values: Vec<(i32, f64)>,
+    /// Hashes of the event ids seen, sorted (duplicates are ignored).
     ids: Vec<u64>,
 }
 
@@ -137,12 +168,13 @@ pub struct ReadStats {
 
 type Histories = HashMap<String, History>;
 
-/// Reads the lines that start in `[start, end)` of a file.
+/// Reads the lines that start in `[start, end)` of a file, keeping records dated up to
+/// and including the UTC date `last_day`.
 fn read_range(
     path: &Path,
     start: u64,
     end: u64,
-    until: Ts,
+    last_day: i32,
 ) -> std::io::Result<(Histories, ReadStats)> {
     let mut f = std::fs::File::open(path)?;
     let from = start.saturating_sub(1);
@@ -164,12 +196,12 @@ fn read_range(
             break;
         }
         pos += n as u64;
-        read_line(&line, until, &mut map, &mut stats);
+        read_line(&line, last_day, &mut map, &mut stats);
     }
     Ok((map, stats))
 }
 
-fn read_line(line: &[u8], until: Ts, map: &mut Histories, stats: &mut ReadStats) {
+fn read_line(line: &[u8], last_day: i32, map: &mut Histories, stats: &mut ReadStats) {
     if line.iter().all(u8::is_ascii_whitespace) {
         return;
     }
@@ -186,7 +218,8 @@ fn read_line(line: &[u8], until: Ts, map: &mut Histories, stats: &mut ReadStats)
         stats.skipped += 1;
         return;
     };
-    if t > until {
+    let day = t.epoch_day();
+    if day > last_day {
         return;
     }
     let value = if is_ro {
@@ -218,7 +251,6 @@ fn read_line(line: &[u8], until: Ts, map: &mut Histories, stats: &mut ReadStats)
         }
     }
     stats.visits += 1;
-    let day = t.epoch_day();
     if let Err(i) = h.days.binary_search(&day) {
         h.days.insert(i, day);
     }
@@ -250,8 +282,9 @@ fn merge(into: &mut Histories, from: Histories) {
     }
 }
 
-/// Reads visit histories up to `until` from JSON-lines files, on every core.
-fn read_histories(inputs: &[PathBuf], until: Ts) -> Result<(Histories, ReadStats), FitError> {
+/// Reads visit histories dated up to and including the UTC date `last_day` from
+/// JSON-lines files, on every core.
+fn read_histories(inputs: &[PathBuf], last_day: i32) -> Result<(Histories, ReadStats), FitError> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, 8);
@@ -267,7 +300,7 @@ fn read_histories(inputs: &[PathBuf], until: Ts) -> Result<(Histories, ReadStats
             let handles: Vec<_> = (0..threads as u64)
                 .map(|k| {
                     let (start, end) = (len * k / threads as u64, len * (k + 1) / threads as u64);
-                    s.spawn(move || read_range(path, start, end, until))
+                    s.spawn(move || read_range(path, start, end, last_day))
                 })
                 .collect();
             handles
@@ -299,10 +332,13 @@ fn read_histories(inputs: &[PathBuf], until: Ts) -> Result<(Histories, ReadStats
 pub struct FitOptions {
     /// JSON-lines input files.
     pub inputs: Vec<PathBuf>,
-    /// Calibration period end: only visits up to here are used to fit.
+    /// The last day of the calibration period, as midnight UTC of that date
+    /// ([`Ts::parse_date`]): visits dated up to and including it fit the models, and
+    /// `T` runs from a customer's first visit date to it (see the module docs).
     pub calibration_end: Ts,
-    /// Optional holdout end: visits after the calibration end up to here are compared
-    /// with the model's predictions.
+    /// The last day of an optional holdout period, as midnight UTC of that date: visits
+    /// dated after the calibration end up to and including it are compared with the
+    /// model's predictions for those days.
     pub holdout_end: Option<Ts>,
     /// Visit model.
     pub model: VisitModel,
@@ -317,9 +353,10 @@ pub struct HoldoutRow {
     pub calibration_repeat_visits: String,
     /// Customers in the group.
     pub customers: u64,
-    /// Mean predicted visits in the holdout.
+    /// Mean predicted visit days in the holdout.
     pub predicted: f64,
-    /// Mean actual visits in the holdout.
+    /// Mean actual visit days in the holdout (distinct dates with a visit or repair
+    /// order, the holdout-end date included).
     pub actual: f64,
 }
 
@@ -346,6 +383,43 @@ pub struct FitReport {
     pub params: ModelParams,
 }
 
+/// What one customer contributes to a fit (the windows of the module docs).
+#[derive(Debug, Clone, PartialEq)]
+struct Summary {
+    /// Calibration statistics in model units.
+    rfm: Rfm,
+    /// Distinct dates after the calibration end that were read (the holdout window).
+    holdout_days: usize,
+    /// Repeat-purchase spend for the Gamma-Gamma model: (number of repeat dates with
+    /// repair orders, mean of their per-date totals), when there is any.
+    spend: Option<(f64, f64)>,
+}
+
+/// Summarises a history read up to the holdout end (or the calibration end), or None
+/// when the customer has no visit on or before the calibration-end date `cal_day`.
+fn summarise(h: &History, cal_day: i32, unit: f64) -> Option<Summary> {
+    let n_cal = h.days.partition_point(|d| *d <= cal_day);
+    let (&first, &last) = (h.days.first()?, h.days[..n_cal].last()?);
+    // The first transaction is not a repeat purchase: its spend is left out, and
+    // several repair orders on one date are one transaction.
+    let mut per_day: BTreeMap<i32, f64> = BTreeMap::new();
+    for &(d, v) in &h.values {
+        if d > first && d <= cal_day {
+            *per_day.entry(d).or_default() += v;
+        }
+    }
+    let n = per_day.len();
+    Some(Summary {
+        rfm: Rfm {
+            x: (n_cal - 1) as f64,
+            t_x: f64::from(last - first) / unit,
+            t: f64::from(cal_day - first) / unit,
+        },
+        holdout_days: h.days.len() - n_cal,
+        spend: (n > 0).then(|| (n as f64, per_day.values().sum::<f64>() / n as f64)),
+    })
+}
+
 /// Reads the inputs, fits both models and checks them on the holdout.
 pub fn fit(opts: &FitOptions) -> Result<FitReport, FitError> {
     if opts.inputs.is_empty() {
@@ -354,6 +428,21 @@ pub fn fit(opts: &FitOptions) -> Result<FitReport, FitError> {
     if opts.time_unit_days.is_nan() || opts.time_unit_days <= 0.0 {
         return Err(FitError::TimeUnit(opts.time_unit_days));
     }
+    let date = |option, t: Ts| {
+        if t.0.rem_euclid(DAY_MS) == 0 {
+            Ok(t.epoch_day())
+        } else {
+            Err(FitError::NotADate {
+                option,
+                value: t.to_rfc3339(),
+            })
+        }
+    };
+    let cal_day = date("--calibration-end", opts.calibration_end)?;
+    let hold_day = opts
+        .holdout_end
+        .map(|h| date("--holdout-end", h))
+        .transpose()?;
     if let Some(h) = opts.holdout_end {
         if h <= opts.calibration_end {
             return Err(FitError::HoldoutNotAfterCalibration {
@@ -363,10 +452,8 @@ pub fn fit(opts: &FitOptions) -> Result<FitReport, FitError> {
         }
     }
     let started = std::time::Instant::now();
-    let until = opts.holdout_end.unwrap_or(opts.calibration_end);
-    let (hist, read) = read_histories(&opts.inputs, until)?;
+    let (hist, read) = read_histories(&opts.inputs, hold_day.unwrap_or(cal_day))?;
     let read_secs = started.elapsed().as_secs_f64();
-    let cal_day = opts.calibration_end.epoch_day();
     let unit = opts.time_unit_days;
     let mut rfms = Vec::with_capacity(hist.len());
     let mut holdout_pairs = Vec::new();
@@ -375,27 +462,13 @@ pub fn fit(opts: &FitOptions) -> Result<FitReport, FitError> {
     let mut ids: Vec<&String> = hist.keys().collect();
     ids.sort_unstable();
     for id in ids {
-        let h = &hist[id];
-        let cal: Vec<i32> = h.days.iter().copied().filter(|d| *d <= cal_day).collect();
-        let (Some(first), Some(last)) = (cal.first(), cal.last()) else {
+        let Some(c) = summarise(&hist[id], cal_day, unit) else {
             continue;
         };
-        let rfm = Rfm {
-            x: (cal.len() - 1) as f64,
-            t_x: f64::from(last - first) / unit,
-            t: f64::from(cal_day + 1 - first) / unit,
-        };
-        rfms.push(rfm);
-        let after = h.days.len() - cal.len();
-        holdout_pairs.push((rfm, after));
-        let values: Vec<f64> = h
-            .values
-            .iter()
-            .filter(|(d, _)| *d <= cal_day)
-            .map(|(_, v)| *v)
-            .collect();
-        if rfm.x > 0.0 && !values.is_empty() {
-            spend.push((rfm.x, values.iter().sum::<f64>() / values.len() as f64, 1.0));
+        rfms.push(c.rfm);
+        holdout_pairs.push((c.rfm, c.holdout_days));
+        if let Some((n, mean)) = c.spend {
+            spend.push((n, mean, 1.0));
             spend_customers.push(id);
         }
     }
@@ -430,10 +503,10 @@ pub fn fit(opts: &FitOptions) -> Result<FitReport, FitError> {
         None
     };
     let fit_secs = fit_started.elapsed().as_secs_f64();
-    let holdout = match opts.holdout_end {
+    let holdout = match hold_day {
         None => Vec::new(),
         Some(h) => {
-            let horizon = f64::from(h.epoch_day() - cal_day) / unit;
+            let horizon = f64::from(h - cal_day) / unit;
             let mut groups: BTreeMap<usize, (u64, f64, f64)> = BTreeMap::new();
             for (rfm, actual) in &holdout_pairs {
                 let g = groups.entry((rfm.x as usize).min(7)).or_default();
@@ -457,7 +530,7 @@ pub fn fit(opts: &FitOptions) -> Result<FitReport, FitError> {
         time_unit_days: unit,
         visit: visit.params,
         spend: spend_fit.as_ref().map(|f| f.params),
-        calibration_end: opts.calibration_end.to_rfc3339(),
+        calibration_end: opts.calibration_end.to_date_string(),
         customers,
         log_likelihood: visit.log_likelihood,
     };
@@ -515,6 +588,114 @@ mod tests {
         assert!(e.to_string().contains("must be positive"), "{e}");
     }
 
+    fn ro(id: &str, customer: &str, time: &str, amount: f64) -> String {
+        format!(
+            r#"{{"type":"repair_order","event_id":"{id}","event_time":"{time}","dealer_id":"D","customer_id":"{customer}","ro_number":"{id}","ro_type":"maintenance","total_amount":{amount}}}"#
+        )
+    }
+
+    fn visit(id: &str, customer: &str, time: &str) -> String {
+        format!(
+            r#"{{"type":"visit","event_id":"{id}","event_time":"{time}","dealer_id":"D","customer_id":"{customer}","visit_type":"service"}}"#
+        )
+    }
+
+    fn read(lines: &[String], last: &str) -> Histories {
+        let last_day = Ts::parse_date(last).unwrap().epoch_day();
+        let (mut map, mut stats) = (Histories::new(), ReadStats::default());
+        for l in lines {
+            read_line(l.as_bytes(), last_day, &mut map, &mut stats);
+        }
+        map
+    }
+
+    #[test]
+    fn windows_are_whole_utc_days_for_counts_t_and_the_holdout() {
+        let lines = [
+            ro("1", "C", "2024-01-10T08:00:00Z", 50.0),
+            visit("2", "C", "2024-01-20T09:00:00Z"),
+            ro("3", "C", "2024-01-20T15:00:00Z", 30.0),
+            ro("4", "C", "2024-01-20T16:00:00+01:00", 20.0),
+            // Late on the calibration-end date: a calibration transaction.
+            ro("5", "C", "2024-03-31T23:30:00Z", 70.0),
+            visit("6", "C", "2024-04-01T00:00:00Z"),
+            visit("7", "C", "2024-04-01T12:00:00Z"),
+            // Late on the holdout-end date: in the holdout; the next day is not.
+            ro("8", "C", "2024-06-30T23:59:59Z", 10.0),
+            ro("9", "C", "2024-07-01T00:00:00Z", 10.0),
+            // A customer whose first visit is on the calibration-end date.
+            visit("1", "D", "2024-03-31T22:00:00Z"),
+            // One who comes first in the holdout: not in the calibration data.
+            visit("1", "E", "2024-04-02T10:00:00Z"),
+        ];
+        let cal_day = Ts::parse_date("2024-03-31").unwrap().epoch_day();
+        let with_holdout = read(&lines, "2024-06-30");
+        let c = summarise(&with_holdout["C"], cal_day, 1.0).unwrap();
+        // 2024-01-10, 01-20 and 03-31: two repeat dates, the last 81 days after the
+        // first, and T to the calibration-end date (not to the end of that day).
+        assert_eq!(
+            c,
+            Summary {
+                rfm: Rfm {
+                    x: 2.0,
+                    t_x: 81.0,
+                    t: 81.0
+                },
+                // 04-01 (twice) and 06-30.
+                holdout_days: 2,
+                // Repeat dates only, one transaction a day: (30 + 20 + 70) / 2.
+                spend: Some((2.0, 60.0)),
+            }
+        );
+        let d = summarise(&with_holdout["D"], cal_day, 7.0).unwrap();
+        assert_eq!(
+            (d.rfm, d.holdout_days, d.spend),
+            (
+                Rfm {
+                    x: 0.0,
+                    t_x: 0.0,
+                    t: 0.0
+                },
+                0,
+                None
+            )
+        );
+        assert_eq!(summarise(&with_holdout["E"], cal_day, 7.0), None);
+
+        // Without a holdout the calibration data are the same.
+        let alone = read(&lines, "2024-03-31");
+        let c2 = summarise(&alone["C"], cal_day, 1.0).unwrap();
+        assert_eq!((c2.rfm, c2.spend, c2.holdout_days), (c.rfm, c.spend, 0));
+        assert!(!alone.contains_key("E"));
+    }
+
+    #[test]
+    fn window_ends_with_a_time_of_day_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.jsonl");
+        std::fs::write(&path, visit("1", "C", "2024-01-02T10:00:00Z")).unwrap();
+        let opts = |cal: Ts, hold: Option<Ts>| FitOptions {
+            inputs: vec![path.clone()],
+            calibration_end: cal,
+            holdout_end: hold,
+            model: VisitModel::BgNbd,
+            time_unit_days: 7.0,
+        };
+        let noon = Ts::ymd_hms(2024, 6, 30, 12, 0, 0);
+        let midnight = Ts::ymd_hms(2024, 6, 30, 0, 0, 0);
+        for (o, option) in [
+            (opts(noon, None), "--calibration-end"),
+            (opts(midnight, Some(noon.add_days(30.0))), "--holdout-end"),
+        ] {
+            let e = fit(&o).unwrap_err();
+            assert!(
+                matches!(&e, FitError::NotADate { option: got, .. } if *got == option),
+                "{e}"
+            );
+            assert!(e.to_string().contains("as a date (YYYY-MM-DD)"), "{e}");
+        }
+    }
+
     #[test]
     fn ranges_split_lines_exactly_once() {
         let dir = tempfile::tempdir().unwrap();
@@ -530,7 +711,7 @@ mod tests {
         }
         std::fs::write(&path, &text).unwrap();
         let len = text.len() as u64;
-        let until = Ts::ymd_hms(2030, 1, 1, 0, 0, 0);
+        let until = Ts::ymd_hms(2030, 1, 1, 0, 0, 0).epoch_day();
         for parts in [1u64, 2, 3, 7, 13] {
             let mut lines = 0;
             let mut visits = 0;

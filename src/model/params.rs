@@ -71,7 +71,9 @@ pub struct ModelParams {
     pub visit: BgParams,
     /// Spend-model parameters (absent when there were too few repeat customers).
     pub spend: Option<GgParams>,
-    /// End of the calibration period the parameters were fitted on (RFC 3339).
+    /// Last day of the calibration period the parameters were fitted on (`YYYY-MM-DD`,
+    /// included; files written by earlier versions hold an RFC 3339 instant). The
+    /// models do not use it.
     pub calibration_end: String,
     /// Customers in the calibration data.
     pub customers: u64,
