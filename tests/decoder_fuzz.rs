@@ -23,7 +23,7 @@ use churnwatch::codec::avro::{
     SYNC_MARKER,
 };
 use churnwatch::codec::record::{Encoding, TopicDecoder};
-use churnwatch::core::event::{decode_json_line, InvalidEvent, Validated};
+use churnwatch::core::event::{decode_json_line, validate, InvalidEvent, Validated};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use serde_json::{json, Value as Json};
@@ -267,6 +267,47 @@ proptest! {
         }
         prop_assert!(explained(&decode_json_line(&String::from_utf8_lossy(&bytes))));
         prop_assert!(decode_json_line(&line).is_ok());
+    }
+
+    /// The JSON line decoder reads the top-level fields straight from the text; its
+    /// result, errors included, is what validating the fully parsed line gives: on
+    /// valid lines, mutated ones, arbitrary bytes, and lines with escapes, repeated
+    /// keys, nulls, numbers as strings and nested values.
+    #[test]
+    fn json_lines_decode_as_their_parsed_value_validates(
+        raw in prop::collection::vec(any::<u8>(), 0..300),
+        line in valid_line(),
+        muts in prop::collection::vec(mutation(), 0..4),
+        extra in prop::collection::vec((0usize..12, 0usize..9), 0..4),
+    ) {
+        let parsed = |s: &str| {
+            serde_json::from_str::<Json>(s)
+                .map_err(|e| InvalidEvent::Malformed(format!("not valid JSON ({e})")))
+                .and_then(|v| validate(&v))
+        };
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        prop_assert_eq!(decode_json_line(&text), parsed(&text));
+        let mut bytes = line.clone().into_bytes();
+        for m in &muts {
+            apply(&mut bytes, m);
+        }
+        let mutated = String::from_utf8_lossy(&bytes).into_owned();
+        prop_assert_eq!(decode_json_line(&mutated), parsed(&mutated));
+        // Extra or repeated fields, written after the record's own.
+        const KEYS: [&str; 12] = [
+            "customer_id", "event_id", "dealer_id", "type", "amount", "total_amount",
+            "in_service_region", "vin", "mileage_km", "phone", "x", "cust\\u006fmer_id",
+        ];
+        const VALUES: [&str; 9] = [
+            "null", "\"C\\u00e9 1\"", "[1, {\"a\": []}]", "{\"b\": [null]}", "12.5",
+            "\"7\"", "true", "18446744073709551615", "-0",
+        ];
+        let mut spliced = line.trim_end_matches('}').to_string();
+        for (k, v) in &extra {
+            spliced.push_str(&format!(", \"{}\": {}", KEYS[*k], VALUES[*v]));
+        }
+        spliced.push('}');
+        prop_assert_eq!(decode_json_line(&spliced), parsed(&spliced), "{}", spliced);
     }
 
     /// Arbitrary bytes and mutated valid datums, decoded with each input schema, give a

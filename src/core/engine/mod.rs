@@ -218,7 +218,7 @@ pub struct Engine {
     pending: BTreeMap<Ts, Vec<Event>>,
     /// Events in `pending`.
     pending_len: usize,
-    timers: BTreeSet<(Ts, Arc<str>)>,
+    timers: BTreeSet<TimerKey>,
     cache: HashMap<Arc<str>, Box<Entry>, BuildIdHasher>,
     /// Cached customers changed since the last [`Engine::take_dirty`], in the order
     /// they changed (a commit visits these, not the whole cache).
@@ -242,7 +242,7 @@ impl Engine {
             pending_len: 0,
             timers: timers
                 .into_iter()
-                .map(|(t, id)| (t, Arc::from(id)))
+                .map(|(t, id)| TimerKey::new(t, Arc::from(id)))
                 .collect(),
             cache: HashMap::default(),
             dirty: Vec::new(),
@@ -422,7 +422,7 @@ impl Engine {
     /// The instant of the next buffered event or timer, due or not.
     pub fn next_due_at(&self) -> Option<Ts> {
         let ev = self.pending.keys().next().copied();
-        let tm = self.timers.first().map(|k| k.0);
+        let tm = self.timers.first().map(|k| k.at);
         match (ev, tm) {
             (Some(e), Some(t)) => Some(e.min(t)),
             (e, t) => e.or(t),
@@ -452,7 +452,7 @@ impl Engine {
             return Ok(None);
         };
         let ev = self.pending.keys().next().filter(|t| **t <= w).copied();
-        let tm = self.timers.first().filter(|k| k.0 <= w).map(|k| k.0);
+        let tm = self.timers.first().filter(|k| k.at <= w).map(|k| k.at);
         match (ev, tm) {
             (None, None) => Ok(None),
             (Some(e), t) if t.is_none_or(|t| e <= t) => {
@@ -461,7 +461,9 @@ impl Engine {
                 Ok(Some(Stepped::Event(event)))
             }
             _ => {
-                let (at, customer) = self.timers.pop_first().expect("peeked");
+                let TimerKey {
+                    at, id: customer, ..
+                } = self.timers.pop_first().expect("peeked");
                 self.on_timer(at, &customer, src, out)?;
                 Ok(Some(Stepped::Timer(at, customer)))
             }
@@ -706,15 +708,41 @@ impl Engine {
     }
 
     /// Drops clean customers from memory until at most `keep` remain (dirty ones stay
-    /// until the next commit).
+    /// until the next commit). The ones kept are those whose timers come soonest:
+    /// stream time reaches them first, so they are the likeliest to be needed again
+    /// before the others (a customer without a timer goes first). Which customers are
+    /// held never changes a result, only how often the source is read.
     pub fn evict(&mut self, keep: usize) {
         if self.cache.len() <= keep {
             return;
         }
-        let mut excess = self.cache.len() - keep;
+        let excess = self.cache.len() - keep;
+        let far = |e: &Entry| e.state.next_deadline.unwrap_or(Ts(i64::MAX));
+        let mut deadlines: Vec<Ts> = self
+            .cache
+            .values()
+            .filter(|e| !e.dirty)
+            .map(|e| far(e))
+            .collect();
+        if deadlines.len() <= excess {
+            self.cache.retain(|_, e| e.dirty);
+            return;
+        }
+        // The `excess` latest deadlines go: all later than the cut, and as many at
+        // the cut as are still needed.
+        let at = deadlines.len() - excess;
+        let cut = *deadlines.select_nth_unstable(at).1;
+        let later = deadlines[at + 1..].iter().filter(|d| **d > cut).count();
+        let mut at_cut = excess - later;
         self.cache.retain(|_, e| {
-            if excess > 0 && !e.dirty {
-                excess -= 1;
+            if e.dirty {
+                return true;
+            }
+            let d = far(e);
+            if d > cut {
+                false
+            } else if d == cut && at_cut > 0 {
+                at_cut -= 1;
                 false
             } else {
                 true
@@ -809,24 +837,75 @@ fn mark_dirty(entry: &mut Entry, dirty: &mut Vec<Arc<str>>) {
 }
 
 fn set_deadline(
-    timers: &mut BTreeSet<(Ts, Arc<str>)>,
+    timers: &mut BTreeSet<TimerKey>,
     id: &Arc<str>,
     state: &mut CustomerState,
     next: Option<Ts>,
 ) {
     if state.next_deadline == next {
-        if let Some(n) = next {
-            timers.insert((n, id.clone()));
-        }
+        // A customer's timer leaves the index only when it fires, and firing clears
+        // `next_deadline`; so an unchanged deadline is still in the index.
+        debug_assert!(next.is_none_or(|n| timers.contains(&TimerKey::new(n, id.clone()))));
         return;
     }
     if let Some(old) = state.next_deadline {
-        timers.remove(&(old, id.clone()));
+        timers.remove(&TimerKey::new(old, id.clone()));
     }
     if let Some(n) = next {
-        timers.insert((n, id.clone()));
+        timers.insert(TimerKey::new(n, id.clone()));
     }
     state.next_deadline = next;
+}
+
+/// A customer's timer in the index: ordered exactly as the pair (instant, customer
+/// id), but the id's first 16 bytes are kept inline (big-endian, zero-padded) and
+/// compared first, so that most comparisons in an index of millions of timers do not
+/// follow the pointer to the id.
+#[derive(Debug, Clone)]
+struct TimerKey {
+    at: Ts,
+    head: u128,
+    id: Arc<str>,
+}
+
+impl TimerKey {
+    fn new(at: Ts, id: Arc<str>) -> TimerKey {
+        let mut b = [0u8; 16];
+        let n = id.len().min(16);
+        b[..n].copy_from_slice(&id.as_bytes()[..n]);
+        TimerKey {
+            at,
+            head: u128::from_be_bytes(b),
+            id,
+        }
+    }
+}
+
+impl PartialEq for TimerKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.at == other.at && self.head == other.head && self.id == other.id
+    }
+}
+
+impl Eq for TimerKey {}
+
+impl PartialOrd for TimerKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for TimerKey {
+    /// Equal heads leave the order to the whole ids; different heads order as the ids
+    /// do: at the first differing byte both are real bytes, or one is the padding of
+    /// a shorter id, which is then the smaller one (a real zero byte there gives equal
+    /// heads, decided by the ids).
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.at
+            .cmp(&other.at)
+            .then(self.head.cmp(&other.head))
+            .then_with(|| self.id.cmp(&other.id))
+    }
 }
 
 #[cfg(test)]

@@ -528,3 +528,78 @@ fn engine_restores_from_store_and_continues_identically() {
     }
     assert_eq!(out, expected);
 }
+
+#[test]
+fn eviction_keeps_the_customers_whose_timers_come_soonest() {
+    let mut e = Engine::new(Policy::default());
+    // Visits a month apart: each customer's first timer comes a month after the
+    // previous one's.
+    let inputs: Vec<Input> = (1..=6)
+        .map(|m| {
+            visit(
+                &format!("v{m}"),
+                &format!("C{m}"),
+                &format!("2024-0{m}-10T09:00:00Z"),
+            )
+        })
+        .chain([tick("2024-07-01T00:00:00Z")])
+        .collect();
+    run(&mut e, inputs);
+    e.take_dirty();
+    let deadline = |e: &Engine, id: &str| e.cached(id).unwrap().next_deadline.unwrap();
+    for m in 1..6 {
+        assert!(deadline(&e, &format!("C{m}")) < deadline(&e, &format!("C{}", m + 1)));
+    }
+    // A customer still dirty stays whatever its deadline.
+    run(
+        &mut e,
+        vec![
+            visit("v7", "C6", "2024-07-02T09:00:00Z"),
+            tick("2024-07-03T00:00:00Z"),
+        ],
+    );
+    assert_eq!(e.dirty_customers(), 1);
+    e.evict(3);
+    let mut kept: Vec<&str> = ["C1", "C2", "C3", "C4", "C5", "C6"]
+        .into_iter()
+        .filter(|id| e.cached(id).is_some())
+        .collect();
+    kept.sort();
+    assert_eq!(kept, ["C1", "C2", "C6"]);
+    e.take_dirty();
+    e.evict(1);
+    assert_eq!(e.cached_customers(), 1);
+    assert!(e.cached("C1").is_some());
+}
+
+#[test]
+fn timer_keys_order_as_instant_then_customer_id() {
+    let ids = [
+        "",
+        "a",
+        "a\0",
+        "a\0b",
+        "ab",
+        "C00099264",
+        "C0009926",
+        "C00099264x",
+        "0123456789abcdefA",
+        "0123456789abcdefB",
+        "0123456789abcdef",
+        "é",
+        "z",
+    ];
+    let at = [Ts(5), Ts(-3), Ts(5)];
+    for (i, a) in ids.iter().enumerate() {
+        for b in &ids[i..] {
+            for (ta, tb) in at.iter().zip(at.iter().rev()) {
+                let (x, y) = (
+                    TimerKey::new(*ta, Arc::from(*a)),
+                    TimerKey::new(*tb, Arc::from(*b)),
+                );
+                assert_eq!(x.cmp(&y), (ta, a).cmp(&(tb, b)), "{a:?} {b:?}");
+                assert_eq!(x == y, (ta, a) == (tb, b));
+            }
+        }
+    }
+}

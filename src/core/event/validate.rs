@@ -4,7 +4,10 @@
 //! format. Pure: no I/O.
 
 use super::*;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 
 /// Largest amount accepted in any amount field.
 pub const MAX_AMOUNT: f64 = 1e9;
@@ -29,23 +32,51 @@ fn is_invisible(c: char) -> bool {
         | '\u{FFA0}' | '\u{E0000}'..='\u{E007F}')
 }
 
-struct Fields<'a> {
-    map: &'a Map<String, Value>,
+/// One top-level field of a record as validation reads it (null counts as absent).
+#[derive(Debug, Clone, Copy)]
+enum Val<'a> {
+    Bool(bool),
+    /// A number (`None`: one that has no `f64` form).
+    Num(Option<f64>),
+    Str(&'a str),
+    Array,
+    Object,
 }
 
-impl<'a> Fields<'a> {
-    fn get(&self, f: &str) -> Option<&'a Value> {
-        match self.map.get(f) {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(v),
-        }
+/// The top-level fields of a record: a parsed [`Value`] object (Avro datums, tests),
+/// or a [`Flat`] record decoded straight from a JSON line.
+trait Record<'a> {
+    /// The field `f`; `None` when it is absent or null.
+    fn field(&self, f: &str) -> Option<Val<'a>>;
+}
+
+impl<'a> Record<'a> for &'a Map<String, Value> {
+    fn field(&self, f: &str) -> Option<Val<'a>> {
+        Some(match self.get(f)? {
+            Value::Null => return None,
+            Value::Bool(b) => Val::Bool(*b),
+            Value::Number(n) => Val::Num(n.as_f64()),
+            Value::String(s) => Val::Str(s),
+            Value::Array(_) => Val::Array,
+            Value::Object(_) => Val::Object,
+        })
+    }
+}
+
+struct Fields<R> {
+    map: R,
+}
+
+impl<'a, R: Record<'a>> Fields<R> {
+    fn get(&self, f: &str) -> Option<Val<'a>> {
+        self.map.field(f)
     }
 
     fn opt_str(&self, f: &str) -> Result<Option<&'a str>, InvalidEvent> {
         match self.get(f) {
             None => Ok(None),
-            Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-            Some(Value::String(s)) if s.trim().len() > MAX_TEXT_LEN.max(MAX_ID_LEN) => {
+            Some(Val::Str(s)) if s.trim().is_empty() => Ok(None),
+            Some(Val::Str(s)) if s.trim().len() > MAX_TEXT_LEN.max(MAX_ID_LEN) => {
                 Err(InvalidEvent::invalid(
                     f,
                     format!(
@@ -55,10 +86,10 @@ impl<'a> Fields<'a> {
                     ),
                 ))
             }
-            Some(Value::String(s)) => Ok(Some(s.trim())),
+            Some(Val::Str(s)) => Ok(Some(s.trim())),
             Some(other) => Err(InvalidEvent::invalid(
                 f,
-                format!("expected a string, found {}", kind(other)),
+                format!("expected a string, found {}", kind_of(other)),
             )),
         }
     }
@@ -94,15 +125,15 @@ impl<'a> Fields<'a> {
     fn opt_num(&self, f: &str) -> Result<Option<f64>, InvalidEvent> {
         let n = match self.get(f) {
             None => return Ok(None),
-            Some(Value::Number(n)) => n.as_f64(),
-            Some(Value::String(s)) => match s.trim().parse::<f64>() {
+            Some(Val::Num(n)) => n,
+            Some(Val::Str(s)) => match s.trim().parse::<f64>() {
                 Ok(n) => Some(n),
                 Err(_) => return Err(InvalidEvent::invalid(f, format!("`{s}` is not a number"))),
             },
             Some(other) => {
                 return Err(InvalidEvent::invalid(
                     f,
-                    format!("expected a number, found {}", kind(other)),
+                    format!("expected a number, found {}", kind_of(other)),
                 ))
             }
         };
@@ -138,8 +169,8 @@ impl<'a> Fields<'a> {
     fn opt_bool(&self, f: &str) -> Result<Option<bool>, InvalidEvent> {
         match self.get(f) {
             None => Ok(None),
-            Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
+            Some(Val::Bool(b)) => Ok(Some(b)),
+            Some(Val::Str(s)) => match s.trim().to_ascii_lowercase().as_str() {
                 "true" | "yes" | "1" | "y" => Ok(Some(true)),
                 "false" | "no" | "0" | "n" => Ok(Some(false)),
                 _ => Err(InvalidEvent::invalid(
@@ -149,7 +180,7 @@ impl<'a> Fields<'a> {
             },
             Some(other) => Err(InvalidEvent::invalid(
                 f,
-                format!("expected true or false, found {}", kind(other)),
+                format!("expected true or false, found {}", kind_of(other)),
             )),
         }
     }
@@ -164,6 +195,16 @@ impl<'a> Fields<'a> {
             .ok_or_else(|| {
                 InvalidEvent::invalid(f, format!("`{s}` is not one of {}", names.join(", ")))
             })
+    }
+}
+
+fn kind_of(v: Val<'_>) -> &'static str {
+    match v {
+        Val::Bool(_) => "a boolean",
+        Val::Num(_) => "a number",
+        Val::Str(_) => "a string",
+        Val::Array => "an array",
+        Val::Object => "an object",
     }
 }
 
@@ -257,7 +298,10 @@ pub fn validate(record: &Value) -> Result<Validated, InvalidEvent> {
     let map = record.as_object().ok_or_else(|| {
         InvalidEvent::Malformed(format!("expected a JSON object, found {}", kind(record)))
     })?;
-    let f = Fields { map };
+    validate_fields(Fields { map })
+}
+
+fn validate_fields<'a, R: Record<'a>>(f: Fields<R>) -> Result<Validated, InvalidEvent> {
     let ty = f.req_str("type")?;
     let event_time = Ts::parse_rfc3339(f.req_str("event_time")?)
         .map_err(|p| InvalidEvent::invalid("event_time", p))?;
@@ -405,9 +449,173 @@ pub fn validate(record: &Value) -> Result<Validated, InvalidEvent> {
     })
 }
 
-/// Decodes and validates one JSON line.
+/// Decodes and validates one JSON line. The line is parsed straight into its
+/// top-level fields, borrowing the strings that need no unescaping (no tree of
+/// [`Value`]s is built); the result, errors included, is what [`validate`] gives on
+/// the parsed line.
 pub fn decode_json_line(line: &str) -> Result<Validated, InvalidEvent> {
-    let v: Value = serde_json::from_str(line)
+    let top: Top<'_> = serde_json::from_str(line)
         .map_err(|e| InvalidEvent::Malformed(format!("not valid JSON ({e})")))?;
-    validate(&v)
+    match top {
+        Top::Object(flat) => validate_fields(Fields { map: &flat }),
+        Top::Other(found) => Err(InvalidEvent::Malformed(format!(
+            "expected a JSON object, found {found}"
+        ))),
+    }
+}
+
+/// A JSON line's top level: an object's fields, or the kind of anything else.
+enum Top<'a> {
+    Object(Flat<'a>),
+    Other(&'static str),
+}
+
+/// The top-level fields of a JSON object in the order written; nested arrays and
+/// objects are skipped and only their kind kept (no field of the contract is one).
+struct Flat<'a> {
+    fields: Vec<(Cow<'a, str>, FlatVal<'a>)>,
+}
+
+enum FlatVal<'a> {
+    Null,
+    Bool(bool),
+    Num(f64),
+    Str(Cow<'a, str>),
+    Array,
+    Object,
+}
+
+impl<'a, 'b> Record<'b> for &'b Flat<'a> {
+    fn field(&self, f: &str) -> Option<Val<'b>> {
+        // A repeated key: the last one counts, as in a parsed object.
+        let (_, v) = self.fields.iter().rev().find(|(k, _)| k == f)?;
+        Some(match v {
+            FlatVal::Null => return None,
+            FlatVal::Bool(b) => Val::Bool(*b),
+            FlatVal::Num(n) => Val::Num(Some(*n)),
+            FlatVal::Str(s) => Val::Str(s),
+            FlatVal::Array => Val::Array,
+            FlatVal::Object => Val::Object,
+        })
+    }
+}
+
+/// A string, borrowed from the line unless it had escapes.
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(s)))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(s.to_string())))
+            }
+            fn visit_string<E: de::Error>(self, s: String) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(s)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// Reads any JSON value as a field: scalars kept, arrays and objects skipped.
+struct AnyVal<'a>(FlatVal<'a>);
+
+struct AnyVisitor;
+
+impl<'de> Visitor<'de> for AnyVisitor {
+    type Value = FlatVal<'de>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E: de::Error>(self, b: bool) -> Result<FlatVal<'de>, E> {
+        Ok(FlatVal::Bool(b))
+    }
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<FlatVal<'de>, E> {
+        Ok(FlatVal::Num(n as f64))
+    }
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<FlatVal<'de>, E> {
+        Ok(FlatVal::Num(n as f64))
+    }
+    fn visit_f64<E: de::Error>(self, n: f64) -> Result<FlatVal<'de>, E> {
+        Ok(FlatVal::Num(n))
+    }
+    fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<FlatVal<'de>, E> {
+        Ok(FlatVal::Str(Cow::Borrowed(s)))
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<FlatVal<'de>, E> {
+        Ok(FlatVal::Str(Cow::Owned(s.to_string())))
+    }
+    fn visit_string<E: de::Error>(self, s: String) -> Result<FlatVal<'de>, E> {
+        Ok(FlatVal::Str(Cow::Owned(s)))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<FlatVal<'de>, E> {
+        Ok(FlatVal::Null)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<FlatVal<'de>, E> {
+        Ok(FlatVal::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<FlatVal<'de>, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(FlatVal::Array)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FlatVal<'de>, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(FlatVal::Object)
+    }
+}
+
+impl<'de> Deserialize<'de> for AnyVal<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(AnyVisitor).map(AnyVal)
+    }
+}
+
+impl<'de> Deserialize<'de> for Top<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Top<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Top<'de>, A::Error> {
+                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(12));
+                while let Some(Text(k)) = map.next_key::<Text<'de>>()? {
+                    let AnyVal(v) = map.next_value::<AnyVal<'de>>()?;
+                    fields.push((k, v));
+                }
+                Ok(Top::Object(Flat { fields }))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Top<'de>, E> {
+                Ok(Top::Other("a boolean"))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Top<'de>, E> {
+                Ok(Top::Other("a number"))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Top<'de>, E> {
+                Ok(Top::Other("a number"))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Top<'de>, E> {
+                Ok(Top::Other("a number"))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Top<'de>, E> {
+                Ok(Top::Other("a string"))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Top<'de>, E> {
+                Ok(Top::Other("null"))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Top<'de>, A::Error> {
+                AnyVisitor.visit_seq(seq).map(|_| Top::Other("an array"))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
