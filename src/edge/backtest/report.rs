@@ -281,7 +281,7 @@ const STYLE: &str = "body{font-family:sans-serif;max-width:1180px;margin:20px au
 h1{font-size:22px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ccc}h3{font-size:15px}\
 table{border-collapse:collapse;margin:8px 0;font-size:13px}th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}\
 th{background:#f3f3f3}td.l,th.l{text-align:left}p.note{color:#555;font-size:13px;max-width:900px}\
-dl{font-size:13px}dt{font-weight:bold;margin-top:6px}dd{margin-left:18px}.charts{display:flex;flex-wrap:wrap;gap:10px}";
+dl,ul{font-size:13px}dt{font-weight:bold;margin-top:6px}dd{margin-left:18px}.charts{display:flex;flex-wrap:wrap;gap:10px}";
 
 fn level_rows(p: &PolicyResult) -> impl Iterator<Item = &LevelStats> {
     p.evaluation.levels.iter()
@@ -330,7 +330,13 @@ pub fn html(bt: &Backtest) -> String {
             );
         }
     }
-    h.push_str("</table><p class=\"note\">Compare policies at equal workload: a policy that warns everyone has perfect recall. `any` is the start of an episode, whatever its level.</p>");
+    h.push_str("</table><p class=\"note\">Compare policies at equal workload: a policy that warns everyone has perfect recall. `any` is the start of an episode, whatever its level.</p><h3>Reading the table</h3><ul>");
+    for p in &bt.policies {
+        for s in level_rows(p) {
+            let _ = write!(h, "<li>{}</li>", esc(&sentence(&p.name, s)));
+        }
+    }
+    h.push_str("</ul>");
     definitions(
         &mut h,
         &[
@@ -587,6 +593,45 @@ pub fn html(bt: &Backtest) -> String {
     h
 }
 
+/// One sentence saying what a row of the comparison table means.
+pub fn sentence(policy: &str, s: &LevelStats) -> String {
+    let level = match s.level {
+        WarnLevel::Any => "warning episodes (any level)".to_string(),
+        l => format!("`{}` warnings", l.as_str()),
+    };
+    let mut t = format!(
+        "Under {policy}, {} {level} were raised ({} per 1,000 customers a month)",
+        s.warnings,
+        num(s.per_1000_per_month, 1)
+    );
+    match (s.precision, s.came_back_share) {
+        (Some(p), Some(b)) => {
+            let _ = write!(
+                t,
+                "; of the {} whose outcome is known, {} were followed by churn and {} came back on their own",
+                s.confirmed + s.came_back,
+                pct(Some(p)),
+                pct(Some(b))
+            );
+        }
+        _ => t.push_str("; none has a known outcome yet"),
+    }
+    if s.censored > 0 {
+        let _ = write!(t, " ({} too recent to tell)", s.censored);
+    }
+    let _ = write!(
+        t,
+        ". They preceded {} of the {} churns",
+        pct(s.recall),
+        s.churns
+    );
+    if let Some(m) = s.lead_days_median {
+        let _ = write!(t, ", with a median {m:.0} days between warning and churn");
+    }
+    t.push('.');
+    t
+}
+
 fn definitions(h: &mut String, keys: &[&str]) {
     h.push_str("<dl>");
     for (k, v) in DEFINITIONS.iter().filter(|(k, _)| keys.contains(k)) {
@@ -746,4 +791,34 @@ fn kpi_section(h: &mut String, bt: &Backtest) {
         ));
     }
     h.push_str("</div>");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sentence_says_what_the_numbers_mean() {
+        let s = LevelStats {
+            level: WarnLevel::Retain,
+            warnings: 3,
+            confirmed: 1,
+            came_back: 1,
+            censored: 1,
+            precision: Some(0.5),
+            came_back_share: Some(0.5),
+            churns: 1,
+            churns_warned: 1,
+            recall: Some(1.0),
+            lead_days_p10: Some(183.0),
+            lead_days_median: Some(183.0),
+            lead_days_p90: Some(183.0),
+            per_1000_per_month: Some(63.83),
+        };
+        assert_eq!(
+            sentence("A", &s),
+            "Under A, 3 `retain` warnings were raised (63.8 per 1,000 customers a month); of the 2 whose outcome is known, 50.0% were followed by churn and 50.0% came back on their own (1 too recent to tell). They preceded 100.0% of the 1 churns, with a median 183 days between warning and churn."
+        );
+        assert_eq!(csv_field("a, b"), "\"a, b\"");
+    }
 }

@@ -10,10 +10,10 @@ pub const PALETTE: [&str; 8] = [
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
 ];
 
-const W: f64 = 720.0;
+const W: f64 = 560.0;
 const H: f64 = 300.0;
 const LEFT: f64 = 64.0;
-const RIGHT: f64 = 170.0;
+const RIGHT: f64 = 130.0;
 const TOP: f64 = 34.0;
 const BOTTOM: f64 = 46.0;
 
@@ -98,7 +98,7 @@ fn legend(out: &mut String, names: &[&str]) {
             colour(i),
             W - RIGHT + 24.0,
             y + 9.0,
-            esc(&truncate(n, 24))
+            esc(&truncate(n, 18))
         );
     }
 }
@@ -149,9 +149,9 @@ pub fn lines(
         0.0
     };
     let xpos = |i: usize| LEFT + step * i as f64;
-    let every = x.len().div_ceil(10).max(1);
+    let every = x.len().div_ceil(7).max(1);
     for (i, label) in x.iter().enumerate() {
-        if i % every == 0 || (i + 1 == x.len() && (x.len() - 1) % every > every / 2) {
+        if i % every == 0 {
             let _ = write!(
                 out,
                 r#"<text x="{:.1}" y="{}" text-anchor="middle">{}</text>"#,
@@ -299,7 +299,7 @@ pub fn ranges(title: &str, x_label: &str, rows: &[Range]) -> String {
             .filter_map(|r| r.1)
             .fold(0.0f64, |a, r| a.max(r.2)),
     );
-    let left = 190.0;
+    let left = 170.0;
     let plot_w = W - left - 30.0;
     let x = |v: f64| left + (v - lo) / (hi - lo) * plot_w;
     for i in 0..=4 {
