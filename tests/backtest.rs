@@ -377,6 +377,7 @@ fn generated_history_two_policies_ground_truth_and_a_sweep() {
         "report.html",
         "policies.csv",
         "workload_monthly.csv",
+        "workload_by_dealer.csv",
         "kpi_monthly.csv",
         "kpi_annual.csv",
         "churn_by_group.csv",
@@ -426,6 +427,17 @@ fn generated_history_two_policies_ground_truth_and_a_sweep() {
         level(&s, "strict", "any")["churns"],
         level(&s, "loose", "any")["churns"]
     );
+
+    // The dealers' workloads add up to the policy's.
+    let dealer_rows = csv_rows(&report.join("workload_by_dealer.csv"));
+    for (policy, lvl) in [("strict", "any"), ("loose", "prevent")] {
+        let sum: u64 = dealer_rows
+            .iter()
+            .filter(|r| r[0] == policy && r[3] == lvl)
+            .map(|r| r[4].parse::<u64>().unwrap())
+            .sum();
+        assert_eq!(Some(sum), level(&s, policy, lvl)["warnings"].as_u64());
+    }
 
     // KPIs: the all-dealers row sums the dealers' rows, month by month.
     let monthly = csv_rows(&report.join("kpi_monthly.csv"));

@@ -254,6 +254,23 @@ pub struct MonthWorkload {
     pub warnings: [u64; 4],
 }
 
+/// One dealer's campaign workload over the window.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DealerWorkload {
+    /// Dealer id (the dealer of each customer's latest event).
+    pub dealer: String,
+    /// The dealer's customers (with at least one event by the end).
+    pub customers: u64,
+    /// Warnings inside the window, indexed like [`WarnLevel::ALL`].
+    pub warnings: [u64; 4],
+    /// Warnings per month (the customers the dealer would have had to contact each
+    /// month), indexed like [`WarnLevel::ALL`].
+    pub per_month: [f64; 4],
+    /// Warnings per 1,000 of the dealer's customers per month, like
+    /// [`LevelStats::per_1000_per_month`].
+    pub per_1000_per_month: [Option<f64>; 4],
+}
+
 /// One policy's evaluation.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Evaluation {
@@ -261,6 +278,8 @@ pub struct Evaluation {
     pub levels: Vec<LevelStats>,
     /// The workload month by month.
     pub monthly: Vec<MonthWorkload>,
+    /// The workload per dealer, by dealer id.
+    pub by_dealer: Vec<DealerWorkload>,
 }
 
 /// The months from the one holding `from` to the one holding `end` (without that one
@@ -285,14 +304,22 @@ pub fn evaluate(history: &History, changes: &[Vec<Change>], window: Window) -> E
     let months = months(start, window.end);
     let mut per_month = vec![[0u64; 4]; months.len()];
     let none = Vec::new();
+    // Per dealer: customers, customer-months, warnings.
+    let mut dealers: std::collections::BTreeMap<&str, (u64, u64, [u64; 4])> =
+        std::collections::BTreeMap::new();
+    let month_ends: Vec<Ts> = months.iter().map(|m| m.offset(1).start()).collect();
     for (i, c) in history.customers.iter().enumerate() {
         let ch = changes.get(i).unwrap_or(&none);
+        let d = dealers.entry(c.dealer_id.as_str()).or_default();
+        d.0 += 1;
+        d.1 += month_ends.iter().filter(|e| c.first_seen < **e).count() as u64;
         for (level, at) in warnings(ch) {
             if !window.contains(at) {
                 continue;
             }
             let k = level.index();
             counts[k][0] += 1;
+            d.2[k] += 1;
             if let Some(m) = months.first() {
                 let idx = (month_of(at).0 - m.0) as usize;
                 if let Some(row) = per_month.get_mut(idx) {
@@ -359,7 +386,22 @@ pub fn evaluate(history: &History, changes: &[Vec<Change>], window: Window) -> E
             }
         })
         .collect();
-    Evaluation { levels, monthly }
+    let n_months = months.len().max(1) as f64;
+    let by_dealer = dealers
+        .into_iter()
+        .map(|(dealer, (customers, cm, w))| DealerWorkload {
+            dealer: dealer.to_string(),
+            customers,
+            warnings: w,
+            per_month: w.map(|x| x as f64 / n_months),
+            per_1000_per_month: w.map(|x| ratio(x * 1000, cm)),
+        })
+        .collect();
+    Evaluation {
+        levels,
+        monthly,
+        by_dealer,
+    }
 }
 
 #[cfg(test)]
@@ -457,6 +499,12 @@ mod tests {
         assert_eq!(e.monthly.last().unwrap().customers, 3);
         let total: u64 = e.monthly.iter().map(|m| m.warnings[1]).sum();
         assert_eq!(total, 3);
+        // One dealer: its workload is the whole workload.
+        assert_eq!(e.by_dealer.len(), 1);
+        let d = &e.by_dealer[0];
+        assert_eq!((d.customers, d.warnings), (3, [3, 3, 0, 1]));
+        assert_eq!(d.per_month[1], 3.0 / 25.0);
+        assert_eq!(d.per_1000_per_month[1], p.per_1000_per_month);
     }
 
     #[test]

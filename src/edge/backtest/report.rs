@@ -14,11 +14,12 @@ use std::fmt::Write;
 use std::path::Path;
 
 /// The files every report directory holds (`detection.csv` too with a ground truth).
-pub const FILES: [&str; 9] = [
+pub const FILES: [&str; 10] = [
     "summary.json",
     "report.html",
     "policies.csv",
     "workload_monthly.csv",
+    "workload_by_dealer.csv",
     "kpi_monthly.csv",
     "kpi_annual.csv",
     "churn_by_group.csv",
@@ -155,6 +156,7 @@ pub fn csv_tables(bt: &Backtest) -> Vec<(&'static str, String)> {
     let mut workload = String::from(
         "policy,month,customers,warnings_any,warnings_prevent,warnings_retain,warnings_win_back\n",
     );
+    let mut by_dealer = String::from("policy,dealer,customers,level,warnings,warnings_per_month,warnings_per_1000_customers_per_month\n");
     let mut matrix = String::from("policy,cell,customers,value,instruments\n");
     let mut flows = String::from("policy,month,from,to,customers\n");
     let mut truth = String::from("policy,level,dropouts,detected,detected_share,delay_days_p10,delay_days_median,delay_days_p90,false_alarms,active_customer_years,false_alarms_per_1000_customer_years\n");
@@ -187,6 +189,21 @@ pub fn csv_tables(bt: &Backtest) -> Vec<(&'static str, String)> {
                 "{name},{},{},{},{},{},{}",
                 m.month, m.customers, w[0], w[1], w[2], w[3]
             );
+        }
+        for d in &p.evaluation.by_dealer {
+            for l in WarnLevel::ALL {
+                let k = l.index();
+                let _ = writeln!(
+                    by_dealer,
+                    "{name},{},{},{},{},{},{}",
+                    csv_field(&d.dealer),
+                    d.customers,
+                    l.as_str(),
+                    d.warnings[k],
+                    d.per_month[k],
+                    csv_opt(d.per_1000_per_month[k])
+                );
+            }
         }
         for c in &p.segment_matrix {
             let _ = writeln!(
@@ -265,6 +282,7 @@ pub fn csv_tables(bt: &Backtest) -> Vec<(&'static str, String)> {
     let mut out = vec![
         ("policies.csv", policies),
         ("workload_monthly.csv", workload),
+        ("workload_by_dealer.csv", by_dealer),
         ("kpi_monthly.csv", monthly),
         ("kpi_annual.csv", annual),
         ("churn_by_group.csv", groups),
@@ -473,6 +491,7 @@ pub fn html(bt: &Backtest) -> String {
         ));
     }
     h.push_str("</div>");
+    dealer_workload(&mut h, bt);
 
     // 4. KPIs over time.
     kpi_section(&mut h, bt);
@@ -630,6 +649,45 @@ pub fn sentence(policy: &str, s: &LevelStats) -> String {
     }
     t.push('.');
     t
+}
+
+/// The campaign workload per dealer: customers to contact per month, per policy.
+fn dealer_workload(h: &mut String, bt: &Backtest) {
+    let Some(first) = bt.policies.first() else {
+        return;
+    };
+    h.push_str("<h3>Customers each dealer would have contacted per month</h3><p class=\"note\">New warning episodes (any level) and `prevent` warnings per month, averaged over the window, per dealer and policy.</p><table><tr><th class=\"l\">dealer</th><th>customers</th>");
+    for p in &bt.policies {
+        let _ = write!(
+            h,
+            "<th>{0} · episodes/month</th><th>{0} · prevent/month</th>",
+            esc(&p.name)
+        );
+    }
+    h.push_str("</tr>");
+    for (i, d) in first.evaluation.by_dealer.iter().enumerate() {
+        let _ = write!(
+            h,
+            "<tr><td class=\"l\">{}</td><td>{}</td>",
+            esc(&d.dealer),
+            d.customers
+        );
+        for p in &bt.policies {
+            match p.evaluation.by_dealer.get(i) {
+                Some(x) => {
+                    let _ = write!(
+                        h,
+                        "<td>{:.1}</td><td>{:.1}</td>",
+                        x.per_month[WarnLevel::Any.index()],
+                        x.per_month[WarnLevel::Prevent.index()]
+                    );
+                }
+                None => h.push_str("<td>–</td><td>–</td>"),
+            }
+        }
+        h.push_str("</tr>");
+    }
+    h.push_str("</table>");
 }
 
 fn definitions(h: &mut String, keys: &[&str]) {
