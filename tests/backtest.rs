@@ -428,6 +428,31 @@ fn generated_history_two_policies_ground_truth_and_a_sweep() {
         level(&s, "loose", "any")["churns"]
     );
 
+    // The same engine as replay: the same status changes, counted alike.
+    let replay_summary = dir.path().join("replay.json");
+    ok(&[
+        "replay",
+        "--input",
+        events.to_str().unwrap(),
+        "--policy",
+        strict.to_str().unwrap(),
+        "--store",
+        dir.path().join("store").to_str().unwrap(),
+        "--out",
+        dir.path().join("changes.jsonl").to_str().unwrap(),
+        "--summary-json",
+        replay_summary.to_str().unwrap(),
+    ]);
+    let rs: Value = serde_json::from_slice(&std::fs::read(&replay_summary).unwrap()).unwrap();
+    let strict_result = s["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "strict")
+        .unwrap();
+    assert_eq!(strict_result["status_changes"], rs["status_changes"]);
+    assert_eq!(s["totals"]["events"], rs["events"]);
+
     // The dealers' workloads add up to the policy's.
     let dealer_rows = csv_rows(&report.join("workload_by_dealer.csv"));
     for (policy, lvl) in [("strict", "any"), ("loose", "prevent")] {
@@ -505,4 +530,59 @@ fn generated_history_two_policies_ground_truth_and_a_sweep() {
     let html = std::fs::read_to_string(sweep.join("report.html")).unwrap();
     assert!(html.contains("Precision against recall"));
     assert_balanced(&html);
+}
+
+#[test]
+fn avro_input_gives_the_same_backtest_as_json_lines() {
+    use churnwatch::codec::avro::{InputKind, InputWriter};
+    use churnwatch::edge::backtest::{self, BacktestOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(&[
+        "generate",
+        "--customers",
+        "150",
+        "--years",
+        "3",
+        "--seed",
+        "6",
+        "--out",
+        data.to_str().unwrap(),
+    ]);
+    // Repair orders only (one record type per container), in file order.
+    let ros: Vec<Value> = std::fs::read_to_string(data.join("events.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["type"] == "repair_order" && churnwatch::core::event::validate(v).is_ok())
+        .collect();
+    assert!(ros.len() > 500);
+    let json_path = dir.path().join("ro.jsonl");
+    std::fs::write(
+        &json_path,
+        ros.iter().map(|v| v.to_string() + "\n").collect::<String>(),
+    )
+    .unwrap();
+    let avro_path = dir.path().join("ro.avro");
+    let mut w = InputWriter::new(
+        std::fs::File::create(&avro_path).unwrap(),
+        InputKind::RepairOrder,
+    )
+    .unwrap();
+    for chunk in ros.chunks(100) {
+        w.write_block(chunk).unwrap();
+    }
+    drop(w.into_inner());
+    let run = |p: &Path| {
+        let opts = BacktestOptions::new(vec![p.to_path_buf()], Vec::new());
+        backtest::run(&opts, &mut |_| {}).unwrap()
+    };
+    let (a, b) = (run(&json_path), run(&avro_path));
+    assert_eq!(a.totals.events, ros.len() as u64);
+    assert_eq!(a.totals, b.totals);
+    assert_eq!(a.policies[0].name, "default");
+    let evals = |x: &backtest::Backtest| serde_json::to_value(&x.policies[0].evaluation).unwrap();
+    assert_eq!(evals(&a), evals(&b));
+    assert!(a.policies[0].evaluation.levels[0].warnings > 0);
+    assert_eq!(a.kpis, b.kpis);
 }
