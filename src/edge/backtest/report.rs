@@ -390,7 +390,7 @@ pub fn html(bt: &Backtest) -> String {
                 "recall",
                 "precision",
                 &pts,
-                true,
+                false,
             ));
             let pts: Vec<(String, f64, f64)> = bt
                 .policies
@@ -567,6 +567,33 @@ pub fn html(bt: &Backtest) -> String {
             );
         }
         h.push_str("</table>");
+        let months: Vec<String> = months.into_iter().collect();
+        let series: Vec<(String, Vec<Option<f64>>)> = totals
+            .keys()
+            .map(|(from, to)| {
+                let v = months
+                    .iter()
+                    .map(|m| {
+                        let n: u64 = p
+                            .lifecycle_flows
+                            .iter()
+                            .filter(|f| {
+                                &f.month == m && f.from.as_str() == from && f.to.as_str() == to
+                            })
+                            .map(|f| f.customers)
+                            .sum();
+                        Some(n as f64)
+                    })
+                    .collect();
+                (format!("{from} → {to}"), v)
+            })
+            .collect();
+        h.push_str(&svg::lines(
+            &format!("{}: lifecycle moves per month", p.name),
+            "customers",
+            &months,
+            &series,
+        ));
     }
 
     // 7. Ground truth.

@@ -46,10 +46,10 @@ fn nice_max(max: f64) -> f64 {
 fn fmt_tick(v: f64) -> String {
     if v.abs() >= 1000.0 || v.fract() == 0.0 {
         format!("{v:.0}")
-    } else if v.abs() >= 1.0 {
-        format!("{v:.1}")
     } else {
-        format!("{v:.2}")
+        let digits = if v.abs() >= 1.0 { 1 } else { 3 };
+        let s = format!("{v:.digits$}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
     }
 }
 
@@ -263,7 +263,7 @@ pub fn bars(
                 esc(&series[k].0),
                 fmt_tick(v)
             );
-            if bar_w >= 18.0 {
+            if bar_w >= 26.0 {
                 let _ = write!(
                     out,
                     r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="9">{}</text>"#,
@@ -412,13 +412,16 @@ pub fn scatter(
     for (i, (label, px, py)) in points.iter().enumerate() {
         let _ = write!(
             out,
-            r#"<circle cx="{:.1}" cy="{:.1}" r="5" fill="{}"><title>{}: {} / {}</title></circle>"#,
+            r#"<circle cx="{:.1}" cy="{:.1}" r="5" fill="{}"><title>{}: {} / {}</title></circle><text x="{:.1}" y="{:.1}" font-size="9">{}</text>"#,
             x(*px),
             y(*py),
             colour(i),
             esc(label),
             fmt_tick(*px),
-            fmt_tick(*py)
+            fmt_tick(*py),
+            x(*px) + 7.0,
+            y(*py) - 5.0,
+            esc(&truncate(label.rsplit('=').next().unwrap_or(label), 12))
         );
     }
     let names: Vec<&str> = points.iter().map(|p| p.0.as_str()).collect();
@@ -536,6 +539,10 @@ mod tests {
         );
         assert!(h.contains("#d95f02") && h.contains("#ffffff"));
         assert_eq!(nice_max(0.73), 1.0);
+        assert_eq!(
+            [0.025, 0.075, 0.5, 62.5, 1250.0].map(fmt_tick),
+            ["0.025", "0.075", "0.5", "62.5", "1250"]
+        );
         assert_eq!(nice_max(130.0), 200.0);
     }
 }
