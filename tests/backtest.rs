@@ -382,6 +382,7 @@ fn generated_history_two_policies_ground_truth_and_a_sweep() {
         "kpi_annual.csv",
         "churn_by_group.csv",
         "segment_matrix.csv",
+        "segment_matrix_monthly.csv",
         "lifecycle_flows.csv",
         "detection.csv",
     ] {
@@ -490,6 +491,26 @@ fn generated_history_two_policies_ground_truth_and_a_sweep() {
         .map(|c| c[2].parse::<u64>().unwrap())
         .sum();
     assert!(in_cells > 0 && in_cells <= 300);
+    // Month by month: every month of the history after the first, the dealers adding up
+    // to all, the customers with a status never decreasing (none is forgotten).
+    let monthly = &strict_result["segment_matrix_monthly"];
+    let all: Vec<u64> = monthly
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["dealer"] == "all")
+        .map(|m| {
+            m["customers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_u64().unwrap())
+                .sum()
+        })
+        .collect();
+    assert_eq!(all.len(), 36, "2021-02 .. 2024-01");
+    assert!(all.windows(2).all(|w| w[0] <= w[1]), "{all:?}");
+    assert!(*all.last().unwrap() >= in_cells - in_cells / 10);
     // Ground truth: detection shares are shares.
     let gt = s["policies"][0]["ground_truth"].as_array().unwrap();
     assert_eq!(gt.len(), 4);

@@ -25,6 +25,7 @@ pub mod truth;
 
 use crate::codec::avro::{self, AvroError};
 use crate::core::event::{decode_json_line, Input, InvalidEvent, Validated};
+use crate::core::kpi::{month_of, Month};
 use crate::core::policy::Policy;
 use crate::core::time::Ts;
 use crate::driver::{Driver, Origin, Outputs, TimeBounds};
@@ -32,9 +33,9 @@ use crate::store::{MemKv, MemStore, StoreError};
 use eval::{Change, Evaluation, Window};
 use history::History;
 use kpis::Kpis;
-use segments::{Cell, Flow};
+use segments::{Cell, Flow, MatrixAt};
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -207,6 +208,9 @@ pub struct PolicyResult {
     pub evaluation: Evaluation,
     /// The segment matrix at the end of the history.
     pub segment_matrix: Vec<Cell>,
+    /// The segment matrix per dealer and for all at the start of every month of the
+    /// window (taken as stream time passed the month's first instant).
+    pub segment_matrix_monthly: Vec<MatrixAt>,
     /// Lifecycle flows per month inside the window.
     pub lifecycle_flows: Vec<Flow>,
     /// Against the ground truth, when given.
@@ -241,6 +245,7 @@ struct EngineRun {
     driver: Driver<MemKv>,
     changes: HashMap<String, Vec<Change>>,
     emitted: u64,
+    matrices: Vec<MatrixAt>,
 }
 
 fn run_engine(
@@ -281,9 +286,43 @@ fn run_engine(
             }
         }
     };
+    // Customers seen, and the segment matrix each time stream time passes the start
+    // of a month.
+    let mut ids: HashSet<String> = HashSet::new();
+    let mut matrices = Vec::new();
+    let mut next_month: Option<Month> = None;
+    let mut snap = |driver: &Driver<MemKv>, ids: &HashSet<String>, next: &mut Option<Month>| {
+        let Some(w) = driver.engine().watermark() else {
+            return;
+        };
+        let Some(mut m) = *next else {
+            *next = Some(month_of(w).offset(1));
+            return;
+        };
+        if w < m.start() {
+            return;
+        }
+        let engine = driver.engine();
+        let label = month_of(w).to_string();
+        let statuses = ids.iter().filter_map(|id| {
+            let s = engine.cached(id)?;
+            Some((s.dealer_id.as_str(), s.status?, s.window_spend()))
+        });
+        matrices.extend(segments::matrix_at(&label, statuses));
+        while m.start() <= w {
+            m = m.offset(1);
+        }
+        *next = Some(m);
+    };
     for chunk in rx {
         for v in chunk.iter() {
+            if let Input::Event(e) = &v.input {
+                if !ids.contains(e.customer_id.as_str()) {
+                    ids.insert(e.customer_id.clone());
+                }
+            }
             driver.handle(Ok(v.clone()), origin, b"", &mut out)?;
+            snap(&driver, &ids, &mut next_month);
         }
         take(&mut out);
     }
@@ -291,11 +330,13 @@ fn run_engine(
         driver.advance_to(to, &mut out)?;
     }
     driver.finish(&mut out)?;
+    snap(&driver, &ids, &mut next_month);
     take(&mut out);
     Ok(EngineRun {
         driver,
         changes,
         emitted,
+        matrices,
     })
 }
 
@@ -536,6 +577,11 @@ fn judge_policy(
         Some((s.status?, s.window_spend()))
     });
     let segment_matrix = segments::matrix(statuses);
+    let first_month = window.from.map(|f| month_of(f).to_string());
+    let segment_matrix_monthly = std::mem::take(&mut run.matrices)
+        .into_iter()
+        .filter(|m| first_month.as_ref().is_none_or(|f| m.month >= *f))
+        .collect();
     let lifecycle_flows = segments::flows(&changes, window);
     let ground_truth = truth.map(|t| truth::judge(t, history, &changes, window));
     let counters = engine.counters();
@@ -547,6 +593,7 @@ fn judge_policy(
         late: counters.late,
         evaluation,
         segment_matrix,
+        segment_matrix_monthly,
         lifecycle_flows,
         ground_truth,
     }

@@ -14,7 +14,7 @@ use std::fmt::Write;
 use std::path::Path;
 
 /// The files every report directory holds (`detection.csv` too with a ground truth).
-pub const FILES: [&str; 10] = [
+pub const FILES: [&str; 11] = [
     "summary.json",
     "report.html",
     "policies.csv",
@@ -24,6 +24,7 @@ pub const FILES: [&str; 10] = [
     "kpi_annual.csv",
     "churn_by_group.csv",
     "segment_matrix.csv",
+    "segment_matrix_monthly.csv",
     "lifecycle_flows.csv",
 ];
 
@@ -159,6 +160,8 @@ pub fn csv_tables(bt: &Backtest) -> Vec<(&'static str, String)> {
     let mut by_dealer = String::from("policy,dealer,customers,level,warnings,warnings_per_month,warnings_per_1000_customers_per_month\n");
     let mut matrix = String::from("policy,cell,customers,value,instruments\n");
     let mut flows = String::from("policy,month,from,to,customers\n");
+    let mut matrix_monthly = String::from("policy,month,dealer,cell,customers,value\n");
+    let names = super::segments::cell_names();
     let mut truth = String::from("policy,level,dropouts,detected,detected_share,delay_days_p10,delay_days_median,delay_days_p90,false_alarms,active_customer_years,false_alarms_per_1000_customer_years\n");
     for p in &bt.policies {
         let name = csv_field(&p.name);
@@ -214,6 +217,18 @@ pub fn csv_tables(bt: &Backtest) -> Vec<(&'static str, String)> {
                 c.value,
                 c.instruments.join(";")
             );
+        }
+        for m in &p.segment_matrix_monthly {
+            for (i, cell) in names.iter().enumerate() {
+                let _ = writeln!(
+                    matrix_monthly,
+                    "{name},{},{},{cell},{},{:.2}",
+                    m.month,
+                    csv_field(&m.dealer),
+                    m.customers[i],
+                    m.value[i]
+                );
+            }
         }
         for f in &p.lifecycle_flows {
             let _ = writeln!(
@@ -287,6 +302,7 @@ pub fn csv_tables(bt: &Backtest) -> Vec<(&'static str, String)> {
         ("kpi_annual.csv", annual),
         ("churn_by_group.csv", groups),
         ("segment_matrix.csv", matrix),
+        ("segment_matrix_monthly.csv", matrix_monthly),
         ("lifecycle_flows.csv", flows),
     ];
     if bt.policies.iter().any(|p| p.ground_truth.is_some()) {
@@ -539,7 +555,36 @@ pub fn html(bt: &Backtest) -> String {
             &labels,
         ));
     }
-    h.push_str("</div>");
+    h.push_str("</div><div class=\"charts\">");
+    for p in &bt.policies {
+        let all: Vec<&super::segments::MatrixAt> = p
+            .segment_matrix_monthly
+            .iter()
+            .filter(|m| m.dealer == ALL_DEALERS)
+            .collect();
+        let months: Vec<String> = all.iter().map(|m| m.month.clone()).collect();
+        let series: Vec<(String, Vec<Option<f64>>)> = rows
+            .iter()
+            .enumerate()
+            .map(|(r, name)| {
+                let v = all
+                    .iter()
+                    .map(|m| Some(m.customers[r * 3..r * 3 + 3].iter().sum::<u64>() as f64))
+                    .collect();
+                (name.to_string(), v)
+            })
+            .collect();
+        h.push_str(&svg::lines(
+            &format!(
+                "{}: customers per loyalty row at the start of each month",
+                p.name
+            ),
+            "customers",
+            &months,
+            &series,
+        ));
+    }
+    h.push_str("</div><p class=\"note\">Per dealer and cell, with values, month by month in <code>segment_matrix_monthly.csv</code>.</p>");
     definitions(&mut h, &["segment_matrix"]);
 
     // 6. Lifecycle flows.

@@ -64,6 +64,76 @@ pub fn matrix(statuses: impl IntoIterator<Item = (Status, f64)>) -> Vec<Cell> {
     cells
 }
 
+/// The index of a status's cell in matrix order (AD, AG, AS, BD, .. CS).
+pub fn cell_index(s: &Status) -> usize {
+    let row = match s.level {
+        Level::Normal => 0,
+        Level::Prevent | Level::Retain => 1,
+        Level::WinBack => 2,
+    };
+    let tier = match s.tier {
+        Tier::Diamond => 0,
+        Tier::Gold => 1,
+        Tier::Silver => 2,
+    };
+    row * 3 + tier
+}
+
+/// The cell names in matrix order.
+pub fn cell_names() -> Vec<String> {
+    ROWS.iter()
+        .flat_map(|&l| Tier::ALL.iter().map(move |&t| cell(l, t)))
+        .collect()
+}
+
+/// The segment matrix of one dealer (or of all) at the first instant of a month, as
+/// stream time passed it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MatrixAt {
+    /// The month (`YYYY-MM`) at whose start the matrix was taken.
+    pub month: String,
+    /// Dealer id, or `all`.
+    pub dealer: String,
+    /// Customers per cell, in matrix order ([`cell_names`]).
+    pub customers: [u64; 9],
+    /// Their value per cell (CNY), like [`Cell::value`].
+    pub value: [f64; 9],
+}
+
+/// The matrices per dealer and for all (last) of the customers' statuses at a month's
+/// start: `(dealer, status, value)` per customer.
+pub fn matrix_at<'a>(
+    month: &str,
+    statuses: impl IntoIterator<Item = (&'a str, Status, f64)>,
+) -> Vec<MatrixAt> {
+    let mut by: BTreeMap<&str, ([u64; 9], [f64; 9])> = BTreeMap::new();
+    let mut all = ([0u64; 9], [0f64; 9]);
+    for (dealer, s, value) in statuses {
+        let i = cell_index(&s);
+        let d = by.entry(dealer).or_insert(([0; 9], [0.0; 9]));
+        d.0[i] += 1;
+        d.1[i] += value;
+        all.0[i] += 1;
+        all.1[i] += value;
+    }
+    let mut out: Vec<MatrixAt> = by
+        .into_iter()
+        .map(|(dealer, (customers, value))| MatrixAt {
+            month: month.to_string(),
+            dealer: dealer.to_string(),
+            customers,
+            value,
+        })
+        .collect();
+    out.push(MatrixAt {
+        month: month.to_string(),
+        dealer: super::kpis::ALL_DEALERS.to_string(),
+        customers: all.0,
+        value: all.1,
+    });
+    out
+}
+
 /// Customers moving from one lifecycle stage to another in a month.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Flow {
@@ -122,6 +192,25 @@ mod tests {
         assert_eq!((get("BD").customers, get("BD").value), (2, 150.0));
         assert_eq!(get("CS").instruments, vec!["no_after_sales_budget"]);
         assert_eq!(get("AG").customers, 0);
+        assert_eq!(
+            cell_names()[cell_index(&s(Level::Retain, Tier::Gold))],
+            "BG"
+        );
+        let at = matrix_at(
+            "2024-03",
+            [
+                ("D1", s(Level::Normal, Tier::Diamond), 10.0),
+                ("D2", s(Level::Normal, Tier::Diamond), 5.0),
+                ("D2", s(Level::WinBack, Tier::Silver), 1.0),
+            ],
+        );
+        assert_eq!(at.len(), 3);
+        let all = at.last().unwrap();
+        assert_eq!(
+            (all.dealer.as_str(), all.customers[0], all.value[0]),
+            ("all", 2, 15.0)
+        );
+        assert_eq!((at[1].dealer.as_str(), at[1].customers[8]), ("D2", 1));
     }
 
     #[test]
