@@ -422,7 +422,9 @@ mod tests {
                     r#"{{"type":"visit","event_id":"v{j}","event_time":"{t}","dealer_id":"D","customer_id":"C{i}","visit_type":"service"}}"#
                 );
                 match decode_json_line(&line).unwrap().input {
-                    Input::Event(e) => h.add(&e),
+                    Input::Event(e) => {
+                        h.add(&e);
+                    }
                     Input::Tick(_) => unreachable!(),
                 }
             }

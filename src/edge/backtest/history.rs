@@ -82,18 +82,19 @@ impl History {
     }
 
     /// Takes one accepted event in (any order; call [`History::finish`] at the end).
-    pub fn add(&mut self, e: &Event) {
+    /// True when it is the customer's first.
+    pub fn add(&mut self, e: &Event) -> bool {
         let t = e.event_time;
         self.first = Some(self.first.map_or(t, |f| f.min(t)));
         self.last = Some(self.last.map_or(t, |l| l.max(t)));
-        let i = match self.index.get(e.customer_id.as_str()) {
-            Some(i) => *i,
+        let (i, new) = match self.index.get(e.customer_id.as_str()) {
+            Some(i) => (*i, false),
             None => {
                 let i = self.customers.len();
                 self.customers
                     .push(CustomerHistory::new(&e.customer_id, &e.dealer_id, t));
                 self.index.insert(e.customer_id.clone(), i);
-                i
+                (i, true)
             }
         };
         let c = &mut self.customers[i];
@@ -128,6 +129,7 @@ impl History {
             }
             EventBody::Contract(_) => {}
         }
+        new
     }
 
     /// Sorts every customer's visits and drops repeated instants (a duplicate event
@@ -170,8 +172,8 @@ mod tests {
     #[test]
     fn visits_are_sorted_and_distinct_and_the_latest_dealer_and_region_win() {
         let mut h = History::new();
-        h.add(&event(r#"{"type":"visit","event_id":"b","event_time":"2024-03-01T10:00:00Z","dealer_id":"D2","customer_id":"C","visit_type":"service","in_service_region":false}"#));
-        h.add(&event(r#"{"type":"visit","event_id":"a","event_time":"2024-01-01T10:00:00Z","dealer_id":"D1","customer_id":"C","visit_type":"service","in_service_region":true}"#));
+        assert!(h.add(&event(r#"{"type":"visit","event_id":"b","event_time":"2024-03-01T10:00:00Z","dealer_id":"D2","customer_id":"C","visit_type":"service","in_service_region":false}"#)));
+        assert!(!h.add(&event(r#"{"type":"visit","event_id":"a","event_time":"2024-01-01T10:00:00Z","dealer_id":"D1","customer_id":"C","visit_type":"service","in_service_region":true}"#)));
         h.add(&event(r#"{"type":"visit","event_id":"b","event_time":"2024-03-01T10:00:00Z","dealer_id":"D2","customer_id":"C","visit_type":"service"}"#));
         h.add(&event(r#"{"type":"contract","event_id":"k","event_time":"2024-02-01T00:00:00Z","dealer_id":"D1","customer_id":"C","contract_id":"K1","contract_type":"insurance","action":"signed","end_date":"2025-02-01"}"#));
         h.finish();

@@ -280,7 +280,9 @@ mod tests {
                     r#"{{"type":"repair_order","event_id":"r{j}","event_time":"{t}","dealer_id":"{dealer}","customer_id":"C{i}","vehicle_model":"M1","vehicle_purchase_date":"{purchase}","ro_number":"R{j}","ro_type":"maintenance","total_amount":100.0}}"#
                 );
                 match decode_json_line(&line).unwrap().input {
-                    Input::Event(e) => h.add(&e),
+                    Input::Event(e) => {
+                        h.add(&e);
+                    }
                     Input::Tick(_) => unreachable!(),
                 }
             }

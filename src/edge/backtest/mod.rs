@@ -35,7 +35,7 @@ use history::History;
 use kpis::Kpis;
 use segments::{Cell, Flow, MatrixAt};
 use serde::Serialize;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -240,6 +240,12 @@ pub struct Backtest {
     pub kpis: Kpis,
 }
 
+/// Records handed to the engines, with the customers first seen in them.
+struct Chunk {
+    records: Vec<Validated>,
+    new_customers: Vec<String>,
+}
+
 /// Per-policy output of an engine thread.
 struct EngineRun {
     driver: Driver<MemKv>,
@@ -252,7 +258,7 @@ fn run_engine(
     policy: Policy,
     latest: Option<Ts>,
     to: Option<Ts>,
-    rx: Receiver<Arc<Vec<Validated>>>,
+    rx: Receiver<Arc<Chunk>>,
 ) -> Result<EngineRun, StoreError> {
     let mut driver = Driver::open(MemStore::in_memory(), policy)?;
     driver.set_latest(latest);
@@ -288,10 +294,10 @@ fn run_engine(
     };
     // Customers seen, and the segment matrix each time stream time passes the start
     // of a month.
-    let mut ids: HashSet<String> = HashSet::new();
+    let mut ids: Vec<String> = Vec::new();
     let mut matrices = Vec::new();
     let mut next_month: Option<Month> = None;
-    let mut snap = |driver: &Driver<MemKv>, ids: &HashSet<String>, next: &mut Option<Month>| {
+    let mut snap = |driver: &Driver<MemKv>, ids: &[String], next: &mut Option<Month>| {
         let Some(w) = driver.engine().watermark() else {
             return;
         };
@@ -315,12 +321,10 @@ fn run_engine(
         *next = Some(m);
     };
     for chunk in rx {
-        for v in chunk.iter() {
-            if let Input::Event(e) = &v.input {
-                if !ids.contains(e.customer_id.as_str()) {
-                    ids.insert(e.customer_id.clone());
-                }
-            }
+        // Customers the engine has not seen yet are not in its cache: a snapshot
+        // inside the chunk skips them.
+        ids.extend(chunk.new_customers.iter().cloned());
+        for v in &chunk.records {
             driver.handle(Ok(v.clone()), origin, b"", &mut out)?;
             snap(&driver, &ids, &mut next_month);
         }
@@ -408,7 +412,7 @@ pub fn run(
     let mut senders = Vec::new();
     let mut handles = Vec::new();
     for p in policies {
-        let (tx, rx) = sync_channel::<Arc<Vec<Validated>>>(IN_FLIGHT);
+        let (tx, rx) = sync_channel::<Arc<Chunk>>(IN_FLIGHT);
         let policy = p.policy.clone();
         let to = opts.to;
         let h = std::thread::Builder::new()
@@ -429,6 +433,7 @@ pub fn run(
         newest: None,
         to: opts.to,
         chunk: Vec::with_capacity(CHUNK),
+        new_customers: Vec::new(),
         senders,
     };
     let mut bytes_done = 0u64;
@@ -607,7 +612,8 @@ struct Reader {
     newest: Option<Ts>,
     to: Option<Ts>,
     chunk: Vec<Validated>,
-    senders: Vec<std::sync::mpsc::SyncSender<Arc<Vec<Validated>>>>,
+    new_customers: Vec<String>,
+    senders: Vec<std::sync::mpsc::SyncSender<Arc<Chunk>>>,
 }
 
 impl Reader {
@@ -633,7 +639,9 @@ impl Reader {
         match &v.input {
             Input::Event(e) => {
                 self.totals.events += 1;
-                self.history.add(e);
+                if self.history.add(e) {
+                    self.new_customers.push(e.customer_id.clone());
+                }
             }
             Input::Tick(_) => self.totals.ticks += 1,
         }
@@ -647,10 +655,10 @@ impl Reader {
         if self.chunk.is_empty() {
             return;
         }
-        let chunk = Arc::new(std::mem::replace(
-            &mut self.chunk,
-            Vec::with_capacity(CHUNK),
-        ));
+        let chunk = Arc::new(Chunk {
+            records: std::mem::replace(&mut self.chunk, Vec::with_capacity(CHUNK)),
+            new_customers: std::mem::take(&mut self.new_customers),
+        });
         // A closed channel means its engine failed; its error comes out at the join.
         self.senders.retain(|tx| tx.send(chunk.clone()).is_ok());
     }
