@@ -607,3 +607,31 @@ fn avro_input_gives_the_same_backtest_as_json_lines() {
     assert!(a.policies[0].evaluation.levels[0].warnings > 0);
     assert_eq!(a.kpis, b.kpis);
 }
+
+#[test]
+fn a_policy_with_stricter_time_bounds_says_what_its_engine_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = hand_history(dir.path());
+    let strict = dir.path().join("strict.toml");
+    // Monthly ticks are up to 31 days apart: a 30-day bound rejects some.
+    std::fs::write(&strict, "[stream]\nmax_event_jump_days = 30\n").unwrap();
+    let default = dir.path().join("default.toml");
+    std::fs::write(&default, "").unwrap();
+    let report = dir.path().join("r");
+    let o = run(&[
+        "backtest",
+        "--input",
+        input.to_str().unwrap(),
+        "--policy",
+        default.to_str().unwrap(),
+        "--policy",
+        strict.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert!(o.status.success());
+    let s = summary(&report);
+    assert_eq!(s["policies"][0]["rejected"], 0);
+    assert!(s["policies"][1]["rejected"].as_u64().unwrap() > 0);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("policy strict rejected"));
+}

@@ -106,6 +106,12 @@ pub fn run(a: BacktestArgs) -> Result<()> {
             bt.totals.implausible
         );
     }
+    for p in bt.policies.iter().filter(|p| p.rejected > 0) {
+        eprintln!(
+            "note: the engine of policy {} rejected {} records the first policy's [stream] bounds let through (its own bounds are stricter); its numbers go without them",
+            p.name, p.rejected
+        );
+    }
     print!("{}", report::comparison_table(&bt));
     println!(
         "{} policies over {} records in {:.1} s; report: {}",

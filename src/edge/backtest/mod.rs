@@ -28,7 +28,7 @@ use crate::core::event::{decode_json_line, Input, InvalidEvent, Validated};
 use crate::core::kpi::{month_of, Month};
 use crate::core::policy::Policy;
 use crate::core::time::Ts;
-use crate::driver::{Driver, Origin, Outputs, TimeBounds};
+use crate::driver::{DeadOutcome, Driver, Origin, Outputs, TimeBounds};
 use crate::store::{MemKv, MemStore, StoreError};
 use eval::{Change, Evaluation, Window};
 use history::History;
@@ -204,6 +204,9 @@ pub struct PolicyResult {
     pub duplicates: u64,
     /// Events applied late.
     pub late: u64,
+    /// Records this policy's engine rejected although the reading pass took them (its
+    /// `[stream]` time bounds are stricter than the first policy's); 0 normally.
+    pub rejected: u64,
     /// Warnings judged on the history.
     pub evaluation: Evaluation,
     /// The segment matrix at the end of the history.
@@ -252,6 +255,7 @@ struct EngineRun {
     changes: HashMap<String, Vec<Change>>,
     emitted: u64,
     matrices: Vec<MatrixAt>,
+    rejected: u64,
 }
 
 fn run_engine(
@@ -270,8 +274,13 @@ fn run_engine(
         partition: None,
         position: 0,
     };
+    let mut rejected = 0u64;
     let mut take = |out: &mut Outputs| {
-        out.dead.clear();
+        rejected += out
+            .dead
+            .drain(..)
+            .filter(|d| d.outcome == DeadOutcome::Rejected)
+            .count() as u64;
         for c in out.changes.drain(..) {
             emitted += 1;
             let Ok(at) = Ts::parse_rfc3339(&c.event_time) else {
@@ -341,6 +350,7 @@ fn run_engine(
         changes,
         emitted,
         matrices,
+        rejected,
     })
 }
 
@@ -596,6 +606,7 @@ fn judge_policy(
         status_changes: run.emitted,
         duplicates: counters.duplicates,
         late: counters.late,
+        rejected: run.rejected,
         evaluation,
         segment_matrix,
         segment_matrix_monthly,
