@@ -630,7 +630,15 @@ pub fn html(bt: &Backtest) -> String {
                         Some(n as f64)
                     })
                     .collect();
-                (format!("{from} → {to}"), v)
+                let short = |l: &str| {
+                    match l {
+                        "quasi_churned" => "quasi",
+                        "fully_churned" => "fully",
+                        other => other,
+                    }
+                    .to_string()
+                };
+                (format!("{} → {}", short(from), short(to)), v)
             })
             .collect();
         h.push_str(&svg::lines(
