@@ -1,0 +1,676 @@
+//! Backtesting: several policies over the same history in one pass, each warning judged
+//! against what the history shows afterwards, and the users' KPIs, written as a report.
+//!
+//! The input files are read and decoded once, in order (as `replay` reads them), on the
+//! caller's thread; every record is checked against the time bounds there and handed,
+//! in chunks shared by reference, to one in-memory [`Driver`] per policy, each on a
+//! thread of its own (a backtest needs no crash safety: nothing is stored on disk).
+//! The same thread gathers the [`History`] (visits, dealer, region, vehicle) the
+//! evaluation reads. Then, per policy: [`eval`] (precision, came back, recall, lead
+//! time, workload), [`segments`] (segment matrix, lifecycle flows), and with a ground
+//! truth [`truth`]; once for all: [`kpis`]. [`report`] writes `summary.json`, CSV
+//! tables and `report.html`.
+//!
+//! This edge reads the input files and (in [`report`]) writes the report directory;
+//! it imports no other edge.
+
+pub mod eval;
+pub mod history;
+pub mod kpis;
+pub mod report;
+pub mod segments;
+pub mod svg;
+pub mod sweep;
+pub mod truth;
+
+use crate::codec::avro::{self, AvroError};
+use crate::core::event::{decode_json_line, Input, InvalidEvent, Validated};
+use crate::core::kpi::{month_of, Month};
+use crate::core::policy::Policy;
+use crate::core::time::Ts;
+use crate::driver::{DeadOutcome, Driver, Origin, Outputs, TimeBounds};
+use crate::store::{MemKv, MemStore, StoreError};
+use eval::{Change, Evaluation, Window};
+use history::History;
+use kpis::Kpis;
+use segments::{Cell, Flow, MatrixAt};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+use thiserror::Error;
+use truth::{Truth, TruthStats};
+
+/// How far past the backtest's "now" a record may be dated (as in replay): one day.
+pub const CLOCK_SKEW_MS: i64 = 86_400_000;
+
+/// Records per chunk handed to the engines.
+const CHUNK: usize = 4096;
+
+/// Chunks in flight ahead of the slowest engine.
+const IN_FLIGHT: usize = 4;
+
+/// Why a backtest could not run.
+#[derive(Debug, Error)]
+pub enum BacktestError {
+    /// No input file was named.
+    #[error("no input files given")]
+    NoInputs,
+    /// An input or output could not be read or written.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// An Avro input could not be read.
+    #[error("cannot read Avro input {path}: {source}")]
+    Avro {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: AvroError,
+    },
+    /// The inputs hold no usable customer event (in the window).
+    #[error("the input holds no valid customer event{0}; nothing to backtest")]
+    Empty(String),
+    /// `--from` is not before `--to` (or the end of the history).
+    #[error("the window is empty: --from {from} is not before {to}")]
+    Window {
+        /// The window start.
+        from: String,
+        /// Its end.
+        to: String,
+    },
+    /// Two policies share a name.
+    #[error("two policies are named `{0}`; give each file another name")]
+    DuplicateName(String),
+    /// A sweep that cannot run.
+    #[error("--sweep {0}")]
+    Sweep(String),
+    /// The ground-truth file is wrong.
+    #[error("ground truth {path} line {line}: {reason}")]
+    GroundTruth {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The in-memory store failed (not expected).
+    #[error("engine store: {0}")]
+    Store(#[from] StoreError),
+    /// An engine thread ended early.
+    #[error("the engine of policy `{0}` stopped unexpectedly")]
+    Engine(String),
+}
+
+fn io(what: &'static str, path: &std::path::Path) -> impl FnOnce(std::io::Error) -> BacktestError {
+    let path = path.to_path_buf();
+    move |source| BacktestError::Io { what, path, source }
+}
+
+/// A policy to backtest, with its name in the report.
+#[derive(Debug, Clone)]
+pub struct NamedPolicy {
+    /// Name (a file stem, `default`, or a sweep label).
+    pub name: String,
+    /// The policy (with its model, if any).
+    pub policy: Policy,
+}
+
+/// What to backtest.
+#[derive(Debug, Clone)]
+pub struct BacktestOptions {
+    /// Input files in order (`.avro` files as Avro containers, others as JSON lines).
+    pub inputs: Vec<PathBuf>,
+    /// The policies, each run over the same records.
+    pub policies: Vec<NamedPolicy>,
+    /// Warnings and churns before this instant are not counted (the engines still run
+    /// over the earlier history, so their state is warm).
+    pub from: Option<Ts>,
+    /// Records after this instant are ignored and the history ends here (stream time
+    /// is advanced to it). None: the history ends at its newest record.
+    pub to: Option<Ts>,
+    /// The backtest's "now": records dated more than [`CLOCK_SKEW_MS`] after it are
+    /// rejected as implausible, as replay does. None: the wall clock.
+    pub as_of: Option<Ts>,
+    /// The generator's `ground_truth.csv`, to judge against too.
+    pub ground_truth: Option<PathBuf>,
+    /// The keys swept, when the policies come from `--sweep` (for the report's charts).
+    pub sweep_keys: Vec<String>,
+}
+
+impl BacktestOptions {
+    /// Options for the given inputs and policies, with no window and no ground truth.
+    pub fn new(inputs: Vec<PathBuf>, policies: Vec<NamedPolicy>) -> Self {
+        BacktestOptions {
+            inputs,
+            policies,
+            from: None,
+            to: None,
+            as_of: None,
+            ground_truth: None,
+            sweep_keys: Vec::new(),
+        }
+    }
+}
+
+/// Progress of the reading pass.
+#[derive(Debug, Clone, Copy)]
+pub struct BacktestProgress {
+    /// Input bytes read.
+    pub bytes_done: u64,
+    /// Input bytes in all.
+    pub bytes_total: u64,
+    /// Records read.
+    pub records: u64,
+}
+
+/// What the input held.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct InputTotals {
+    /// Records read (lines that are not blank, Avro records).
+    pub records: u64,
+    /// Customer events handed to the engines.
+    pub events: u64,
+    /// Tick records handed to the engines.
+    pub ticks: u64,
+    /// Records that failed decoding or validation.
+    pub invalid: u64,
+    /// Records outside the plausible time bounds (`implausible_time`).
+    pub implausible: u64,
+    /// Records after `--to`, ignored.
+    pub after_to: u64,
+}
+
+/// One policy's results.
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyResult {
+    /// Name.
+    pub name: String,
+    /// The policy as TOML.
+    pub policy_toml: String,
+    /// Status changes the engine emitted (whole history).
+    pub status_changes: u64,
+    /// Events the engine found duplicate.
+    pub duplicates: u64,
+    /// Events applied late.
+    pub late: u64,
+    /// Records this policy's engine rejected although the reading pass took them (its
+    /// `[stream]` time bounds are stricter than the first policy's); 0 normally.
+    pub rejected: u64,
+    /// Warnings judged on the history.
+    pub evaluation: Evaluation,
+    /// The segment matrix at the end of the history.
+    pub segment_matrix: Vec<Cell>,
+    /// The segment matrix per dealer and for all at the start of every month of the
+    /// window (taken as stream time passed the month's first instant).
+    pub segment_matrix_monthly: Vec<MatrixAt>,
+    /// Lifecycle flows per month inside the window.
+    pub lifecycle_flows: Vec<Flow>,
+    /// Against the ground truth, when given.
+    pub ground_truth: Option<Vec<TruthStats>>,
+}
+
+/// A finished backtest.
+#[derive(Debug, Clone, Serialize)]
+pub struct Backtest {
+    /// The input files.
+    pub inputs: Vec<String>,
+    /// What they held.
+    pub totals: InputTotals,
+    /// Customers with at least one event.
+    pub customers: u64,
+    /// The first event time (RFC 3339).
+    pub history_start: String,
+    /// The end of the history (RFC 3339): `--to`, or the newest record.
+    pub history_end: String,
+    /// The window start (RFC 3339), if any.
+    pub window_from: Option<String>,
+    /// The swept keys, if the policies come from a sweep.
+    pub sweep_keys: Vec<String>,
+    /// Per policy, in the order given.
+    pub policies: Vec<PolicyResult>,
+    /// The KPIs that do not depend on the policy.
+    pub kpis: Kpis,
+}
+
+/// Records handed to the engines, with the customers first seen in them.
+struct Chunk {
+    records: Vec<Validated>,
+    new_customers: Vec<String>,
+}
+
+/// Per-policy output of an engine thread.
+struct EngineRun {
+    driver: Driver<MemKv>,
+    changes: HashMap<String, Vec<Change>>,
+    emitted: u64,
+    matrices: Vec<MatrixAt>,
+    rejected: u64,
+}
+
+fn run_engine(
+    policy: Policy,
+    latest: Option<Ts>,
+    to: Option<Ts>,
+    rx: Receiver<Arc<Chunk>>,
+) -> Result<EngineRun, StoreError> {
+    let mut driver = Driver::open(MemStore::in_memory(), policy)?;
+    driver.set_latest(latest);
+    let mut out = Outputs::default();
+    let mut changes: HashMap<String, Vec<Change>> = HashMap::new();
+    let mut emitted = 0u64;
+    let origin = Origin {
+        source: "backtest",
+        partition: None,
+        position: 0,
+    };
+    let mut rejected = 0u64;
+    let mut take = |out: &mut Outputs| {
+        rejected += out
+            .dead
+            .drain(..)
+            .filter(|d| d.outcome == DeadOutcome::Rejected)
+            .count() as u64;
+        for c in out.changes.drain(..) {
+            emitted += 1;
+            let Ok(at) = Ts::parse_rfc3339(&c.event_time) else {
+                continue;
+            };
+            let ch = Change {
+                at,
+                from: c.previous_level,
+                to: c.level,
+                from_lifecycle: c.previous_lifecycle,
+                to_lifecycle: c.lifecycle,
+            };
+            match changes.get_mut(c.customer_id.as_str()) {
+                Some(v) => v.push(ch),
+                None => {
+                    changes.insert(c.customer_id, vec![ch]);
+                }
+            }
+        }
+    };
+    // Customers seen, and the segment matrix each time stream time passes the start
+    // of a month.
+    let mut ids: Vec<String> = Vec::new();
+    let mut matrices = Vec::new();
+    let mut next_month: Option<Month> = None;
+    let mut snap = |driver: &Driver<MemKv>, ids: &[String], next: &mut Option<Month>| {
+        let Some(w) = driver.engine().watermark() else {
+            return;
+        };
+        let Some(mut m) = *next else {
+            *next = Some(month_of(w).offset(1));
+            return;
+        };
+        if w < m.start() {
+            return;
+        }
+        let engine = driver.engine();
+        let label = month_of(w).to_string();
+        let statuses = ids.iter().filter_map(|id| {
+            let s = engine.cached(id)?;
+            Some((s.dealer_id.as_str(), s.status?, s.window_spend()))
+        });
+        matrices.extend(segments::matrix_at(&label, statuses));
+        while m.start() <= w {
+            m = m.offset(1);
+        }
+        *next = Some(m);
+    };
+    for chunk in rx {
+        // Customers the engine has not seen yet are not in its cache: a snapshot
+        // inside the chunk skips them.
+        ids.extend(chunk.new_customers.iter().cloned());
+        for v in &chunk.records {
+            driver.handle(Ok(v.clone()), origin, b"", &mut out)?;
+            snap(&driver, &ids, &mut next_month);
+        }
+        take(&mut out);
+    }
+    if let Some(to) = to {
+        driver.advance_to(to, &mut out)?;
+    }
+    driver.finish(&mut out)?;
+    snap(&driver, &ids, &mut next_month);
+    take(&mut out);
+    Ok(EngineRun {
+        driver,
+        changes,
+        emitted,
+        matrices,
+        rejected,
+    })
+}
+
+fn wall_clock() -> Ts {
+    Ts(std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64))
+}
+
+/// Runs the backtest: reads the inputs once, runs every policy, judges and computes.
+pub fn run(
+    opts: &BacktestOptions,
+    progress: &mut dyn FnMut(BacktestProgress),
+) -> Result<Backtest, BacktestError> {
+    if opts.inputs.is_empty() {
+        return Err(BacktestError::NoInputs);
+    }
+    let default_policy;
+    let policies: &[NamedPolicy] = if opts.policies.is_empty() {
+        default_policy = [NamedPolicy {
+            name: "default".into(),
+            policy: Policy::default(),
+        }];
+        &default_policy
+    } else {
+        &opts.policies
+    };
+    for (i, p) in policies.iter().enumerate() {
+        if policies[..i].iter().any(|q| q.name == p.name) {
+            return Err(BacktestError::DuplicateName(p.name.clone()));
+        }
+    }
+    if let (Some(f), Some(t)) = (opts.from, opts.to) {
+        if f >= t {
+            return Err(BacktestError::Window {
+                from: f.to_rfc3339(),
+                to: format!("--to {}", t.to_rfc3339()),
+            });
+        }
+    }
+    let truth = match &opts.ground_truth {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(io("cannot read", path))?;
+            Some(
+                Truth::parse(&text).map_err(|(line, reason)| BacktestError::GroundTruth {
+                    path: path.clone(),
+                    line,
+                    reason,
+                })?,
+            )
+        }
+        None => None,
+    };
+    let mut bytes_total = 0;
+    for p in &opts.inputs {
+        bytes_total += std::fs::metadata(p)
+            .map_err(io("cannot read input", p))?
+            .len();
+    }
+    let latest = Some(Ts(opts
+        .as_of
+        .unwrap_or_else(wall_clock)
+        .0
+        .saturating_add(CLOCK_SKEW_MS)));
+    let mut bounds = TimeBounds::from_policy(&policies[0].policy);
+    bounds.latest = latest;
+
+    // One engine thread per policy, fed the same chunks.
+    let mut senders = Vec::new();
+    let mut handles = Vec::new();
+    for p in policies {
+        let (tx, rx) = sync_channel::<Arc<Chunk>>(IN_FLIGHT);
+        let policy = p.policy.clone();
+        let to = opts.to;
+        let h = std::thread::Builder::new()
+            .name(format!("backtest-{}", handles.len() + 1))
+            .spawn(move || run_engine(policy, latest, to, rx))
+            .map_err(io(
+                "cannot start a thread for",
+                std::path::Path::new(&p.name),
+            ))?;
+        senders.push(tx);
+        handles.push(h);
+    }
+
+    let mut reader = Reader {
+        history: History::new(),
+        totals: InputTotals::default(),
+        bounds,
+        newest: None,
+        to: opts.to,
+        chunk: Vec::with_capacity(CHUNK),
+        new_customers: Vec::new(),
+        senders,
+    };
+    let mut bytes_done = 0u64;
+    let read = (|| {
+        for path in &opts.inputs {
+            let is_avro = path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("avro"));
+            if is_avro {
+                let file = File::open(path).map_err(io("cannot open input", path))?;
+                let avro_err = |source| BacktestError::Avro {
+                    path: path.clone(),
+                    source,
+                };
+                let mut records = avro::read_container(BufReader::new(file)).map_err(avro_err)?;
+                for r in records.by_ref() {
+                    reader.take(r);
+                    if reader.totals.records % CHUNK as u64 == 0 {
+                        progress(BacktestProgress {
+                            bytes_done,
+                            bytes_total,
+                            records: reader.totals.records,
+                        });
+                    }
+                }
+                if let Some(e) = records.take_error() {
+                    return Err(avro_err(e));
+                }
+                bytes_done += std::fs::metadata(path).map_or(0, |m| m.len());
+            } else {
+                let file = File::open(path).map_err(io("cannot open input", path))?;
+                let mut r = BufReader::with_capacity(1 << 20, file);
+                let mut buf = Vec::with_capacity(1024);
+                loop {
+                    buf.clear();
+                    let n = r
+                        .read_until(b'\n', &mut buf)
+                        .map_err(io("cannot read input", path))?;
+                    if n == 0 {
+                        break;
+                    }
+                    bytes_done += n as u64;
+                    let rec = match std::str::from_utf8(&buf) {
+                        Ok(text) if text.trim().is_empty() => continue,
+                        Ok(text) => decode_json_line(text.trim()),
+                        Err(_) => Err(InvalidEvent::Malformed("line is not valid UTF-8".into())),
+                    };
+                    reader.take(rec);
+                    if reader.totals.records % (CHUNK as u64 * 4) == 0 {
+                        progress(BacktestProgress {
+                            bytes_done,
+                            bytes_total,
+                            records: reader.totals.records,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    })();
+    reader.flush();
+    let Reader {
+        mut history,
+        totals,
+        newest,
+        senders,
+        ..
+    } = reader;
+    // Closing the channels ends the engines' input.
+    drop(senders);
+    let mut runs = Vec::new();
+    for (h, p) in handles.into_iter().zip(policies) {
+        match h.join() {
+            Ok(r) => runs.push(r),
+            Err(_) => return Err(BacktestError::Engine(p.name.clone())),
+        }
+    }
+    read?;
+    progress(BacktestProgress {
+        bytes_done: bytes_total,
+        bytes_total,
+        records: totals.records,
+    });
+    let runs = runs.into_iter().collect::<Result<Vec<_>, _>>()?;
+    history.finish();
+    let (Some(first), Some(newest)) = (history.first, newest) else {
+        return Err(BacktestError::Empty(String::new()));
+    };
+    let end = opts.to.unwrap_or(newest);
+    let window = Window {
+        from: opts.from,
+        end,
+    };
+    if let Some(f) = opts.from {
+        if f >= end {
+            return Err(BacktestError::Window {
+                from: f.to_rfc3339(),
+                to: format!("the end of the history, {}", end.to_rfc3339()),
+            });
+        }
+    }
+
+    let results = policies
+        .iter()
+        .zip(runs)
+        .map(|(p, run)| judge_policy(p, run, &history, window, truth.as_ref()))
+        .collect();
+    let kpis = kpis::compute(&history, opts.from, end);
+    Ok(Backtest {
+        inputs: opts
+            .inputs
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
+        totals,
+        customers: history.len() as u64,
+        history_start: first.to_rfc3339(),
+        history_end: end.to_rfc3339(),
+        window_from: opts.from.map(|f| f.to_rfc3339()),
+        sweep_keys: opts.sweep_keys.clone(),
+        policies: results,
+        kpis,
+    })
+}
+
+fn judge_policy(
+    p: &NamedPolicy,
+    mut run: EngineRun,
+    history: &History,
+    window: Window,
+    truth: Option<&Truth>,
+) -> PolicyResult {
+    let mut changes: Vec<Vec<Change>> = history
+        .customers
+        .iter()
+        .map(|c| run.changes.remove(&c.id).unwrap_or_default())
+        .collect();
+    for ch in &mut changes {
+        // Emitted in time order, but a late event's correction may interleave.
+        ch.sort_by_key(|c| c.at);
+    }
+    let evaluation = eval::evaluate(history, &changes, window);
+    let engine = run.driver.engine();
+    let statuses = history.customers.iter().filter_map(|c| {
+        let s = engine.cached(&c.id)?;
+        Some((s.status?, s.window_spend()))
+    });
+    let segment_matrix = segments::matrix(statuses);
+    let first_month = window.from.map(|f| month_of(f).to_string());
+    let segment_matrix_monthly = std::mem::take(&mut run.matrices)
+        .into_iter()
+        .filter(|m| first_month.as_ref().is_none_or(|f| m.month >= *f))
+        .collect();
+    let lifecycle_flows = segments::flows(&changes, window);
+    let ground_truth = truth.map(|t| truth::judge(t, history, &changes, window));
+    let counters = engine.counters();
+    PolicyResult {
+        name: p.name.clone(),
+        policy_toml: p.policy.to_toml(),
+        status_changes: run.emitted,
+        duplicates: counters.duplicates,
+        late: counters.late,
+        rejected: run.rejected,
+        evaluation,
+        segment_matrix,
+        segment_matrix_monthly,
+        lifecycle_flows,
+        ground_truth,
+    }
+}
+
+/// The reading pass: checks records, gathers the history, hands chunks out.
+struct Reader {
+    history: History,
+    totals: InputTotals,
+    bounds: TimeBounds,
+    newest: Option<Ts>,
+    to: Option<Ts>,
+    chunk: Vec<Validated>,
+    new_customers: Vec<String>,
+    senders: Vec<std::sync::mpsc::SyncSender<Arc<Chunk>>>,
+}
+
+impl Reader {
+    fn take(&mut self, rec: Result<Validated, InvalidEvent>) {
+        self.totals.records += 1;
+        let v = match rec {
+            Ok(v) => v,
+            Err(_) => {
+                self.totals.invalid += 1;
+                return;
+            }
+        };
+        let t = v.input.time();
+        if self.to.is_some_and(|to| t > to) {
+            self.totals.after_to += 1;
+            return;
+        }
+        if self.bounds.check(t, self.newest).is_some() {
+            self.totals.implausible += 1;
+            return;
+        }
+        self.newest = Some(self.newest.map_or(t, |n| n.max(t)));
+        match &v.input {
+            Input::Event(e) => {
+                self.totals.events += 1;
+                if self.history.add(e) {
+                    self.new_customers.push(e.customer_id.clone());
+                }
+            }
+            Input::Tick(_) => self.totals.ticks += 1,
+        }
+        self.chunk.push(v);
+        if self.chunk.len() >= CHUNK {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.chunk.is_empty() {
+            return;
+        }
+        let chunk = Arc::new(Chunk {
+            records: std::mem::replace(&mut self.chunk, Vec::with_capacity(CHUNK)),
+            new_customers: std::mem::take(&mut self.new_customers),
+        });
+        // A closed channel means its engine failed; its error comes out at the join.
+        self.senders.retain(|tx| tx.send(chunk.clone()).is_ok());
+    }
+}
