@@ -406,18 +406,34 @@ pub struct ShardedDriver<K: Kv> {
     shards: Shards,
     store: Store<K>,
     bounds: TimeBounds,
+    /// Timer keys of a store written before its timers were derived from its
+    /// customers, deleted by the next commit.
+    legacy_timers: Vec<(Ts, String)>,
 }
 
 impl<K: Kv + Clone + 'static> ShardedDriver<K> {
     /// Opens `n` shards from what `store` committed (meta and timers), whatever number
     /// of shards (or the one engine) committed it.
+    ///
+    /// The store keeps no timer keys: a customer's timer is its stored
+    /// `next_deadline`, so on opening the timers are read off the customers (one scan
+    /// of the store), and a commit writes a third as many keys (a changed deadline
+    /// used to cost the old timer's deletion and the new one's insertion beside the
+    /// customer). A store written with timer keys is read as before and loses them at
+    /// its next commit.
     pub fn open(store: Store<K>, policy: Policy, n: usize) -> Result<Self, StoreError> {
         let meta = store.load_meta()?.unwrap_or_default();
-        let timers = store.load_timers()?;
+        let (timers, legacy_timers) = if store.timers_derived()? {
+            (store.derive_timers()?, Vec::new())
+        } else {
+            let t = store.load_timers()?;
+            (t.clone(), t)
+        };
         Ok(ShardedDriver {
             bounds: TimeBounds::from_policy(&policy),
             shards: Shards::restore(policy, meta, timers, n),
             store,
+            legacy_timers,
         })
     }
 
@@ -502,7 +518,7 @@ impl<K: Kv + Clone + 'static> ShardedDriver<K> {
         let dirty = self
             .shards
             .take_dirty_with(|c| batch.customer(c).map(drop))?;
-        batch.dirty(&dirty)?;
+        batch.dirty_timers_derived(&dirty, &std::mem::take(&mut self.legacy_timers))?;
         Ok(batch)
     }
 
@@ -693,6 +709,76 @@ mod tests {
         assert_eq!(store.load_progress::<u64>("test").unwrap(), Some(7));
         let again = Driver::open(store, Policy::default()).unwrap();
         assert_eq!(again.counters().events, 1);
+    }
+
+    /// Visits of six customers in 2022, then monthly ticks through 2024 (their
+    /// timers move them through the warning levels), as JSON lines.
+    fn history() -> Vec<String> {
+        let mut lines = Vec::new();
+        for m in 0..12 {
+            lines.push(format!(
+                r#"{{"type":"visit","event_id":"e{m}","event_time":"2022-{:02}-15T10:00:00Z","dealer_id":"D1","customer_id":"C{}","visit_type":"service"}}"#,
+                m + 1,
+                m % 6
+            ));
+        }
+        for m in 0..24 {
+            lines.push(format!(
+                r#"{{"type":"tick","event_time":"{}-{:02}-01T00:00:00Z"}}"#,
+                2023 + m / 12,
+                m % 12 + 1
+            ));
+        }
+        lines
+    }
+
+    #[test]
+    fn a_store_with_timer_keys_is_resumed_and_then_derives_its_timers() {
+        let lines = history();
+        let mut expected = Outputs::default();
+        let mut one = Driver::open(MemStore::in_memory(), Policy::default()).unwrap();
+        for (i, l) in lines.iter().enumerate() {
+            one.handle(decode_json_line(l), origin(i as i64), b"", &mut expected)
+                .unwrap();
+        }
+        one.finish(&mut expected).unwrap();
+
+        // The first third through `Driver`, which keeps timer keys.
+        let store = MemStore::in_memory();
+        let mut out = Outputs::default();
+        let mut d = Driver::open(store.clone(), Policy::default()).unwrap();
+        for (i, l) in lines[..12].iter().enumerate() {
+            d.handle(decode_json_line(l), origin(i as i64), b"", &mut out)
+                .unwrap();
+        }
+        d.commit(10, |_, _| Ok(())).unwrap();
+        let keys = store.load_timers().unwrap();
+        assert!(!keys.is_empty());
+        assert!(!store.timers_derived().unwrap());
+
+        // The second third sharded: the timer keys are read, then dropped.
+        let mut s = ShardedDriver::open(store.clone(), Policy::default(), 2).unwrap();
+        assert_eq!(s.shards().timers_pending(), keys.len());
+        for (i, l) in lines[12..24].iter().enumerate() {
+            s.handle(decode_json_line(l), origin(12 + i as i64), b"", &mut out);
+        }
+        s.run(&mut out).unwrap();
+        let pending = s.shards().timers_pending();
+        store.write(s.detach_commit().unwrap()).unwrap();
+        assert!(store.load_timers().unwrap().is_empty());
+        assert!(store.timers_derived().unwrap());
+        assert_eq!(store.derive_timers().unwrap().len(), pending);
+
+        // The last third from the derived timers, with three shards.
+        let mut s = ShardedDriver::open(store.clone(), Policy::default(), 3).unwrap();
+        assert_eq!(s.shards().timers_pending(), pending);
+        for (i, l) in lines[24..].iter().enumerate() {
+            s.handle(decode_json_line(l), origin(24 + i as i64), b"", &mut out);
+        }
+        s.finish();
+        s.run(&mut out).unwrap();
+        assert!(!expected.changes.is_empty());
+        assert_eq!(out.changes, expected.changes);
     }
 
     #[test]
