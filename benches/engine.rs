@@ -69,6 +69,7 @@ fn bench_engine(c: &mut Criterion) {
                 a: 0.4,
                 b: 2.5,
             },
+            erlang_k: None,
             spend: Some(churnwatch::model::params::GgParams {
                 p: 6.0,
                 q: 4.0,

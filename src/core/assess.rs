@@ -12,6 +12,7 @@ use crate::core::policy::Policy;
 use crate::core::state::CustomerState;
 use crate::core::status::{Level, Lifecycle, Reason, Status};
 use crate::core::time::{Ts, DAY_MS};
+use crate::model::visit::VisitScorer;
 use serde::{Deserialize, Serialize};
 
 /// What the state means at one instant.
@@ -304,18 +305,44 @@ impl CustomerState {
         let m = policy.model.as_ref()?;
         let (first, last) = (self.first_visit?, self.last_visit?);
         let rfm = m.rfm(first, last, self.visit_day_count, t.max(last));
-        Some(crate::model::bgnbd::p_alive(m.model, &m.visit, rfm))
+        Some(VisitScorer::of(m).p_alive(rfm))
     }
 
-    /// Average value the spend model should use: the customer's average repair order,
-    /// or the population mean for customers without repair orders.
-    fn mean_value(&self, g: &crate::model::params::GgParams) -> f64 {
-        if self.ro_count > 0 {
-            self.avg_ro_value()
-        } else if g.q > 1.0 {
-            g.p * g.v / (g.q - 1.0)
+    /// The spend the Gamma-Gamma model sees, as `(frequency, mean value)`: the mean of
+    /// the per-day summed repair-order spend over the *repeat* visit days (UTC dates
+    /// after the first visit's date) that have repair orders, and the number of such
+    /// days, which is the frequency the spend model's credibility weighting uses.
+    ///
+    /// This is `churnwatch fit`'s definition (see `crate::model::fit`), computed over
+    /// the repair orders the state keeps: [`CustomerState::recent_spend`], the value
+    /// window (`tier.window_months`) ending at the last visit. The state keeps neither
+    /// the first date's spend nor a count of dates with repair orders over the whole
+    /// history, and adding them would change the store's encoding; so while the
+    /// whole history fits in the value window (every repair order is still kept) the
+    /// figure is exactly `fit`'s, and beyond it it is the same definition restricted to
+    /// the repeat dates in the window (the most recent spend). With no such date the
+    /// frequency is 0 and the spend model gives the population mean.
+    pub fn repeat_spend(&self) -> (f64, f64) {
+        let Some(first) = self.first_visit else {
+            return (0.0, 0.0);
+        };
+        let first_day = first.epoch_day();
+        let (mut days, mut total, mut prev) = (0u32, 0i64, None);
+        for s in &self.recent_spend {
+            let d = s.time.epoch_day();
+            if d <= first_day {
+                continue;
+            }
+            if prev != Some(d) {
+                days += 1;
+                prev = Some(d);
+            }
+            total = total.saturating_add(s.cents);
+        }
+        if days == 0 {
+            (0.0, 0.0)
         } else {
-            0.0
+            (f64::from(days), total as f64 / 100.0 / f64::from(days))
         }
     }
 
@@ -326,12 +353,11 @@ impl CustomerState {
         let (first, last) = (self.first_visit?, self.last_visit?);
         let rfm = m.rfm(first, last, self.visit_day_count, t.max(last));
         let x = &policy.prediction;
-        Some(crate::model::gamma_gamma::clv(
-            m.model,
-            &m.visit,
+        Some(crate::model::gamma_gamma::clv_scored(
+            &VisitScorer::of(m),
             g,
             rfm,
-            self.mean_value(g),
+            self.repeat_spend(),
             x.clv_horizon_months,
             x.monthly_discount,
             m.time_unit_days,
@@ -343,14 +369,10 @@ impl CustomerState {
         let m = policy.model.as_ref()?;
         let (first, last) = (self.first_visit?, self.last_visit?);
         let rfm = m.rfm(first, last, self.visit_day_count, t.max(last));
+        let visits = VisitScorer::of(m);
         Some(Predictions {
-            p_alive: crate::model::bgnbd::p_alive(m.model, &m.visit, rfm),
-            expected_visits_12m: crate::model::bgnbd::expected_visits(
-                m.model,
-                &m.visit,
-                rfm,
-                365.0 / m.time_unit_days,
-            ),
+            p_alive: visits.p_alive(rfm),
+            expected_visits_12m: visits.expected_visits(rfm, 365.0 / m.time_unit_days),
             clv: self.clv(t, policy),
         })
     }
