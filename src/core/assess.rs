@@ -461,3 +461,128 @@ fn renewed_beyond(s: &CustomerState, label: &str, end: Ts) -> bool {
             && c.end.is_some_and(|e| e > end)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::event::{decode_json_line, Event, Input};
+    use crate::model::params::{BgParams, GgParams, ModelParams, VisitModel};
+
+    fn ev(json: &str) -> Event {
+        match decode_json_line(json).unwrap().input {
+            Input::Event(e) => e,
+            _ => panic!("not an event"),
+        }
+    }
+
+    fn ro(id: &str, t: &str, amount: f64) -> Event {
+        ev(&format!(
+            r#"{{"type":"repair_order","event_id":"{id}","event_time":"{t}","dealer_id":"D","customer_id":"C","ro_number":"{id}","ro_type":"general_repair","total_amount":{amount}}}"#
+        ))
+    }
+
+    fn visit(id: &str, t: &str) -> Event {
+        ev(&format!(
+            r#"{{"type":"visit","event_id":"{id}","event_time":"{t}","dealer_id":"D","customer_id":"C","visit_type":"service"}}"#
+        ))
+    }
+
+    #[test]
+    fn repeat_spend_is_fits_per_day_mean_over_repeat_days() {
+        let p = Policy::default();
+        let mut s = CustomerState::new("C", "D");
+        assert_eq!(s.repeat_spend(), (0.0, 0.0));
+        s.apply(&ro("1", "2024-01-05T09:00:00Z", 400.0), &p);
+        // Only the first date: no repeat spend yet.
+        assert_eq!(s.repeat_spend(), (0.0, 0.0));
+        s.apply(&ro("2", "2024-03-10T09:00:00Z", 30.0), &p);
+        s.apply(&ro("3", "2024-03-10T16:00:00Z", 20.0), &p);
+        s.apply(&visit("4", "2024-04-01T10:00:00Z"), &p);
+        s.apply(&ro("5", "2024-06-01T10:00:00Z", 70.0), &p);
+        // Repeat dates with repair orders: 03-10 (30 + 20) and 06-01 (70); the visit
+        // without a repair order and the first date's 400 do not count.
+        assert_eq!(s.repeat_spend(), (2.0, 60.0));
+        // A late repair order before the first: the old first date becomes a repeat.
+        s.apply(&ro("6", "2023-12-20T09:00:00Z", 1000.0), &p);
+        assert_eq!(s.repeat_spend(), (3.0, (400.0 + 50.0 + 70.0) / 3.0));
+        // Thirteen months on: only the repeat dates inside the value window remain.
+        s.apply(&ro("7", "2025-01-10T09:00:00Z", 90.0), &p);
+        // (03-10, 06-01 and 2025-01-10; the window starts 2024-01-10.)
+        assert_eq!(s.repeat_spend(), (3.0, (50.0 + 70.0 + 90.0) / 3.0));
+    }
+
+    #[test]
+    fn clv_uses_the_repeat_spend_and_any_visit_model() {
+        let spend = GgParams {
+            p: 6.0,
+            q: 4.0,
+            v: 300.0,
+        };
+        let visit = BgParams {
+            r: 0.9,
+            alpha: 12.0,
+            a: 0.4,
+            b: 2.5,
+        };
+        let mut s = CustomerState::new("C", "D");
+        let mut p = Policy::default();
+        for (i, (t, a)) in [
+            ("2024-01-05T09:00:00Z", 400.0),
+            ("2024-07-10T09:00:00Z", 50.0),
+            ("2025-01-02T09:00:00Z", 70.0),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            s.apply(&ro(&i.to_string(), t, a), &p);
+        }
+        let now = Ts::ymd_hms(2025, 3, 1, 0, 0, 0);
+        for (model, k) in [(VisitModel::MbgNbd, None), (VisitModel::MbgCnbdK, Some(3))] {
+            let m = ModelParams {
+                model,
+                time_unit_days: 7.0,
+                visit,
+                erlang_k: k,
+                spend: Some(spend),
+                calibration_end: "2024-01-01".into(),
+                customers: 1,
+                log_likelihood: -1.0,
+            };
+            p.model = Some(m.clone());
+            let rfm = m.rfm(
+                s.first_visit.unwrap(),
+                s.last_visit.unwrap(),
+                s.visit_day_count,
+                now,
+            );
+            let scorer = VisitScorer::of(&m);
+            let want = crate::model::gamma_gamma::clv_scored(
+                &scorer,
+                &spend,
+                rfm,
+                (2.0, 60.0),
+                p.prediction.clv_horizon_months,
+                p.prediction.monthly_discount,
+                7.0,
+            );
+            let got = s.clv(now, &p).unwrap();
+            assert_eq!(got, want, "{model:?}");
+            let pred = s.predictions(now, &p).unwrap();
+            assert_eq!(pred.p_alive, scorer.p_alive(rfm));
+            assert_eq!(
+                pred.expected_visits_12m,
+                scorer.expected_visits(rfm, 365.0 / 7.0)
+            );
+        }
+        // The two models score the same customer differently.
+        let clvs: Vec<f64> = [VisitModel::MbgNbd, VisitModel::MbgCnbdK]
+            .iter()
+            .map(|&model| {
+                p.model.as_mut().unwrap().model = model;
+                p.model.as_mut().unwrap().erlang_k = (model == VisitModel::MbgCnbdK).then_some(3);
+                s.clv(now, &p).unwrap()
+            })
+            .collect();
+        assert_ne!(clvs[0], clvs[1]);
+    }
+}
