@@ -165,7 +165,7 @@ fn bench_scoring(c: &mut Criterion) {
     }
     // MBG/CNBD-k (regular visitors) through the engine's entry point, for a few k;
     // k = 1 is MBG/NBD by the same code path.
-    for k in [1u32, 2, 4, 8] {
+    for k in [1u32, 2, 3, 4, 8] {
         let scorer = churnwatch::model::visit::VisitScorer {
             model: VisitModel::MbgCnbdK,
             params: BgParams {
