@@ -69,6 +69,7 @@ fn bench_engine(c: &mut Criterion) {
                 a: 0.4,
                 b: 2.5,
             },
+            erlang_k: None,
             spend: Some(churnwatch::model::params::GgParams {
                 p: 6.0,
                 q: 4.0,
@@ -160,6 +161,37 @@ fn bench_scoring(c: &mut Criterion) {
         });
         c.bench_function(&format!("clv_36m/{m:?}"), |b| {
             b.iter(|| black_box(clv(m, &bg, &gg, black_box(rfm), 800.0, 36, 0.01, 7.0)))
+        });
+    }
+    // MBG/CNBD-k (regular visitors) through the engine's entry point, for a few k;
+    // k = 1 is MBG/NBD by the same code path.
+    for k in [1u32, 2, 3, 4, 8] {
+        let scorer = churnwatch::model::visit::VisitScorer {
+            model: VisitModel::MbgCnbdK,
+            params: BgParams {
+                alpha: bg.alpha / f64::from(k),
+                ..bg
+            },
+            k,
+        };
+        c.bench_function(&format!("p_alive/MbgCnbdK/k{k}"), |b| {
+            b.iter(|| black_box(scorer.p_alive(black_box(rfm))))
+        });
+        c.bench_function(&format!("expected_visits_52w/MbgCnbdK/k{k}"), |b| {
+            b.iter(|| black_box(scorer.expected_visits(black_box(rfm), 52.0)))
+        });
+        c.bench_function(&format!("clv_36m/MbgCnbdK/k{k}"), |b| {
+            b.iter(|| {
+                black_box(churnwatch::model::gamma_gamma::clv_scored(
+                    &scorer,
+                    &gg,
+                    black_box(rfm),
+                    (6.0, 800.0),
+                    36,
+                    0.01,
+                    7.0,
+                ))
+            })
         });
     }
 }

@@ -23,7 +23,13 @@
 //! - the holdout check 1997-10-01..1998-06-30 (39 weeks): actual repeat transactions
 //!   per calibration-frequency group equal to those counted from the raw file (and
 //!   `lifetimes`'), predicted within 1e-6 of `lifetimes`' conditional expectation;
-//! - leaving out `--holdout-end` changes nothing in the fit.
+//! - leaving out `--holdout-end` changes nothing in the fit;
+//! - MBG/CNBD-k (`--model mbg-cnbd-k`): the likelihood of every Erlang order `k` tried
+//!   and the parameters of the chosen one equal those of the independent Python
+//!   implementation (`tests/fixtures/cnbd_fixture.json`, written by
+//!   `make_cnbd_fixture.py`); CDNOW's purchases are not regular, `k = 1` wins, and the
+//!   fit is MBG/NBD's (r = 0.525, α = 6.183, a = 0.891, b = 1.614, as `lifetimes`'
+//!   `ModifiedBetaGeoFitter` documents for this sample).
 
 use churnwatch::core::event::decode_json_line;
 use serde_json::Value;
@@ -90,6 +96,10 @@ fn write_events(purchases: &[Purchase], path: &Path) {
 }
 
 fn fit(events: &Path, dir: &Path, name: &str, holdout: bool) -> Value {
+    fit_model(events, dir, name, holdout, "bg-nbd")
+}
+
+fn fit_model(events: &Path, dir: &Path, name: &str, holdout: bool, model: &str) -> Value {
     let report = dir.join(format!("{name}.json"));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_churnwatch"));
     cmd.args(["fit", "--input"])
@@ -99,7 +109,7 @@ fn fit(events: &Path, dir: &Path, name: &str, holdout: bool) -> Value {
         cmd.args(["--holdout-end", "1998-06-30"]);
     }
     let out = cmd
-        .args(["--time-unit", "weeks", "--model", "bg-nbd", "--out"])
+        .args(["--time-unit", "weeks", "--model", model, "--out"])
         .arg(dir.join(format!("{name}.toml")))
         .arg("--report-json")
         .arg(&report)
@@ -256,4 +266,61 @@ fn fit_reproduces_the_published_cdnow_estimates_from_raw_transactions() {
     let alone = fit(&events, dir.path(), "alone", false);
     assert_eq!(alone["params"], r["params"]);
     assert!(alone["holdout"].as_array().unwrap().is_empty());
+}
+
+const CNBD_REFERENCE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/cnbd_fixture.json"
+);
+
+#[test]
+fn mbg_cnbd_k_on_cdnow_matches_the_independent_python_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("cdnow.jsonl");
+    write_events(&purchases(), &events);
+    let r = fit_model(&events, dir.path(), "cnbd", true, "mbg-cnbd-k");
+    let reference: Value =
+        serde_json::from_str(&std::fs::read_to_string(CNBD_REFERENCE).unwrap()).unwrap();
+    let cd = &reference["cdnow"];
+    let fits = cd["fits"].as_array().unwrap();
+    // Every k tried: the same maximum likelihood.
+    let trials = r["erlang_k_trials"].as_array().unwrap();
+    assert!(trials.len() >= 5, "{trials:?}");
+    for t in trials {
+        let k = num(&t["k"]) as usize;
+        let py = &fits[k - 1];
+        assert_eq!(num(&py["k"]) as usize, k);
+        eprintln!(
+            "k {k}: LL ours {:.6} python {:.6}",
+            num(&t["log_likelihood"]),
+            num(&py["log_likelihood"])
+        );
+        assert_rel(
+            &format!("log-likelihood, k = {k}"),
+            num(&t["log_likelihood"]),
+            num(&py["log_likelihood"]),
+            1e-9,
+        );
+    }
+    // The chosen k and its parameters.
+    let k = num(&r["params"]["erlang_k"]) as usize;
+    assert_eq!(k, num(&cd["best_k"]) as usize);
+    assert_eq!(r["params"]["model"], "mbg_cnbd_k");
+    let visit = &r["params"]["visit"];
+    for name in ["r", "alpha", "a", "b"] {
+        assert_rel(name, num(&visit[name]), num(&fits[k - 1][name]), 1e-5);
+    }
+    // CDNOW is not regular: k = 1, which is MBG/NBD (lifetimes' documented fit).
+    assert_eq!(k, 1);
+    assert_sig3("r", num(&visit["r"]), 0.525);
+    assert_sig3("alpha", num(&visit["alpha"]), 6.18);
+    assert_sig3("a", num(&visit["a"]), 0.891);
+    assert_sig3("b", num(&visit["b"]), 1.61);
+    let mbg = fit_model(&events, dir.path(), "mbg", true, "mbg-nbd");
+    assert_rel(
+        "MBG/NBD log-likelihood",
+        num(&mbg["params"]["log_likelihood"]),
+        num(&r["params"]["log_likelihood"]),
+        1e-9,
+    );
 }

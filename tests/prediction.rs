@@ -24,6 +24,7 @@ fn model() -> ModelParams {
             a: 0.4,
             b: 2.5,
         },
+        erlang_k: None,
         spend: Some(GgParams {
             p: 6.0,
             q: 4.0,

@@ -29,6 +29,7 @@ pub fn run(a: FitArgs) -> Result<()> {
         model: match model {
             ModelArg::BgNbd => churnwatch::model::params::VisitModel::BgNbd,
             ModelArg::MbgNbd => churnwatch::model::params::VisitModel::MbgNbd,
+            ModelArg::MbgCnbdK => churnwatch::model::params::VisitModel::MbgCnbdK,
         },
         time_unit_days: match time_unit {
             UnitArg::Days => 1.0,
@@ -61,6 +62,17 @@ fn print_fit(r: &churnwatch::model::fit::FitReport) {
         r.customers, r.patterns
     );
     let v = &r.visit;
+    if let Some(k) = r.params.erlang_k {
+        let tried: Vec<String> = r
+            .erlang_k_trials
+            .iter()
+            .map(|t| format!("k={} {:.2}", t.k, t.log_likelihood))
+            .collect();
+        println!(
+            "Erlang order k = {k} (highest log-likelihood of: {})",
+            tried.join(", ")
+        );
+    }
     let se = |i: usize| v.std_errors.get(i).copied().unwrap_or(f64::NAN);
     println!(
         "visit model {:?} (time unit {} days): log-likelihood {:.4}, {} iterations, converged {}",

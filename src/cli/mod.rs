@@ -219,6 +219,9 @@ enum ModelArg {
     BgNbd,
     /// MBG/NBD (Batislam et al. 2007): single-visit customers can be inactive too.
     MbgNbd,
+    /// MBG/CNBD-k (Reutterer, Platzer & Schröder 2021): MBG/NBD with Erlang-k gaps
+    /// between visits, for regular visitors; k (1-12) is chosen by the likelihood.
+    MbgCnbdK,
 }
 
 #[derive(Clone, Copy, ValueEnum)]

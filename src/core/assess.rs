@@ -12,6 +12,7 @@ use crate::core::policy::Policy;
 use crate::core::state::CustomerState;
 use crate::core::status::{Level, Lifecycle, Reason, Status};
 use crate::core::time::{Ts, DAY_MS};
+use crate::model::visit::VisitScorer;
 use serde::{Deserialize, Serialize};
 
 /// What the state means at one instant.
@@ -304,18 +305,44 @@ impl CustomerState {
         let m = policy.model.as_ref()?;
         let (first, last) = (self.first_visit?, self.last_visit?);
         let rfm = m.rfm(first, last, self.visit_day_count, t.max(last));
-        Some(crate::model::bgnbd::p_alive(m.model, &m.visit, rfm))
+        Some(VisitScorer::of(m).p_alive(rfm))
     }
 
-    /// Average value the spend model should use: the customer's average repair order,
-    /// or the population mean for customers without repair orders.
-    fn mean_value(&self, g: &crate::model::params::GgParams) -> f64 {
-        if self.ro_count > 0 {
-            self.avg_ro_value()
-        } else if g.q > 1.0 {
-            g.p * g.v / (g.q - 1.0)
+    /// The spend the Gamma-Gamma model sees, as `(frequency, mean value)`: the mean of
+    /// the per-day summed repair-order spend over the *repeat* visit days (UTC dates
+    /// after the first visit's date) that have repair orders, and the number of such
+    /// days, which is the frequency the spend model's credibility weighting uses.
+    ///
+    /// This is `churnwatch fit`'s definition (see `crate::model::fit`), computed over
+    /// the repair orders the state keeps: [`CustomerState::recent_spend`], the value
+    /// window (`tier.window_months`) ending at the last visit. The state keeps neither
+    /// the first date's spend nor a count of dates with repair orders over the whole
+    /// history, and adding them would change the store's encoding; so while the
+    /// whole history fits in the value window (every repair order is still kept) the
+    /// figure is exactly `fit`'s, and beyond it it is the same definition restricted to
+    /// the repeat dates in the window (the most recent spend). With no such date the
+    /// frequency is 0 and the spend model gives the population mean.
+    pub fn repeat_spend(&self) -> (f64, f64) {
+        let Some(first) = self.first_visit else {
+            return (0.0, 0.0);
+        };
+        let first_day = first.epoch_day();
+        let (mut days, mut total, mut prev) = (0u32, 0i64, None);
+        for s in &self.recent_spend {
+            let d = s.time.epoch_day();
+            if d <= first_day {
+                continue;
+            }
+            if prev != Some(d) {
+                days += 1;
+                prev = Some(d);
+            }
+            total = total.saturating_add(s.cents);
+        }
+        if days == 0 {
+            (0.0, 0.0)
         } else {
-            0.0
+            (f64::from(days), total as f64 / 100.0 / f64::from(days))
         }
     }
 
@@ -326,12 +353,11 @@ impl CustomerState {
         let (first, last) = (self.first_visit?, self.last_visit?);
         let rfm = m.rfm(first, last, self.visit_day_count, t.max(last));
         let x = &policy.prediction;
-        Some(crate::model::gamma_gamma::clv(
-            m.model,
-            &m.visit,
+        Some(crate::model::gamma_gamma::clv_scored(
+            &VisitScorer::of(m),
             g,
             rfm,
-            self.mean_value(g),
+            self.repeat_spend(),
             x.clv_horizon_months,
             x.monthly_discount,
             m.time_unit_days,
@@ -343,14 +369,10 @@ impl CustomerState {
         let m = policy.model.as_ref()?;
         let (first, last) = (self.first_visit?, self.last_visit?);
         let rfm = m.rfm(first, last, self.visit_day_count, t.max(last));
+        let visits = VisitScorer::of(m);
         Some(Predictions {
-            p_alive: crate::model::bgnbd::p_alive(m.model, &m.visit, rfm),
-            expected_visits_12m: crate::model::bgnbd::expected_visits(
-                m.model,
-                &m.visit,
-                rfm,
-                365.0 / m.time_unit_days,
-            ),
+            p_alive: visits.p_alive(rfm),
+            expected_visits_12m: visits.expected_visits(rfm, 365.0 / m.time_unit_days),
             clv: self.clv(t, policy),
         })
     }
@@ -438,4 +460,129 @@ fn renewed_beyond(s: &CustomerState, label: &str, end: Ts) -> bool {
         ) && matches!(c.action, ContractAction::Signed | ContractAction::Renewed)
             && c.end.is_some_and(|e| e > end)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::event::{decode_json_line, Event, Input};
+    use crate::model::params::{BgParams, GgParams, ModelParams, VisitModel};
+
+    fn ev(json: &str) -> Event {
+        match decode_json_line(json).unwrap().input {
+            Input::Event(e) => e,
+            _ => panic!("not an event"),
+        }
+    }
+
+    fn ro(id: &str, t: &str, amount: f64) -> Event {
+        ev(&format!(
+            r#"{{"type":"repair_order","event_id":"{id}","event_time":"{t}","dealer_id":"D","customer_id":"C","ro_number":"{id}","ro_type":"general_repair","total_amount":{amount}}}"#
+        ))
+    }
+
+    fn visit(id: &str, t: &str) -> Event {
+        ev(&format!(
+            r#"{{"type":"visit","event_id":"{id}","event_time":"{t}","dealer_id":"D","customer_id":"C","visit_type":"service"}}"#
+        ))
+    }
+
+    #[test]
+    fn repeat_spend_is_fits_per_day_mean_over_repeat_days() {
+        let p = Policy::default();
+        let mut s = CustomerState::new("C", "D");
+        assert_eq!(s.repeat_spend(), (0.0, 0.0));
+        s.apply(&ro("1", "2024-01-05T09:00:00Z", 400.0), &p);
+        // Only the first date: no repeat spend yet.
+        assert_eq!(s.repeat_spend(), (0.0, 0.0));
+        s.apply(&ro("2", "2024-03-10T09:00:00Z", 30.0), &p);
+        s.apply(&ro("3", "2024-03-10T16:00:00Z", 20.0), &p);
+        s.apply(&visit("4", "2024-04-01T10:00:00Z"), &p);
+        s.apply(&ro("5", "2024-06-01T10:00:00Z", 70.0), &p);
+        // Repeat dates with repair orders: 03-10 (30 + 20) and 06-01 (70); the visit
+        // without a repair order and the first date's 400 do not count.
+        assert_eq!(s.repeat_spend(), (2.0, 60.0));
+        // A late repair order before the first: the old first date becomes a repeat.
+        s.apply(&ro("6", "2023-12-20T09:00:00Z", 1000.0), &p);
+        assert_eq!(s.repeat_spend(), (3.0, (400.0 + 50.0 + 70.0) / 3.0));
+        // Thirteen months on: only the repeat dates inside the value window remain.
+        s.apply(&ro("7", "2025-01-10T09:00:00Z", 90.0), &p);
+        // (03-10, 06-01 and 2025-01-10; the window starts 2024-01-10.)
+        assert_eq!(s.repeat_spend(), (3.0, (50.0 + 70.0 + 90.0) / 3.0));
+    }
+
+    #[test]
+    fn clv_uses_the_repeat_spend_and_any_visit_model() {
+        let spend = GgParams {
+            p: 6.0,
+            q: 4.0,
+            v: 300.0,
+        };
+        let visit = BgParams {
+            r: 0.9,
+            alpha: 12.0,
+            a: 0.4,
+            b: 2.5,
+        };
+        let mut s = CustomerState::new("C", "D");
+        let mut p = Policy::default();
+        for (i, (t, a)) in [
+            ("2024-01-05T09:00:00Z", 400.0),
+            ("2024-07-10T09:00:00Z", 50.0),
+            ("2025-01-02T09:00:00Z", 70.0),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            s.apply(&ro(&i.to_string(), t, a), &p);
+        }
+        let now = Ts::ymd_hms(2025, 3, 1, 0, 0, 0);
+        for (model, k) in [(VisitModel::MbgNbd, None), (VisitModel::MbgCnbdK, Some(3))] {
+            let m = ModelParams {
+                model,
+                time_unit_days: 7.0,
+                visit,
+                erlang_k: k,
+                spend: Some(spend),
+                calibration_end: "2024-01-01".into(),
+                customers: 1,
+                log_likelihood: -1.0,
+            };
+            p.model = Some(m.clone());
+            let rfm = m.rfm(
+                s.first_visit.unwrap(),
+                s.last_visit.unwrap(),
+                s.visit_day_count,
+                now,
+            );
+            let scorer = VisitScorer::of(&m);
+            let want = crate::model::gamma_gamma::clv_scored(
+                &scorer,
+                &spend,
+                rfm,
+                (2.0, 60.0),
+                p.prediction.clv_horizon_months,
+                p.prediction.monthly_discount,
+                7.0,
+            );
+            let got = s.clv(now, &p).unwrap();
+            assert_eq!(got, want, "{model:?}");
+            let pred = s.predictions(now, &p).unwrap();
+            assert_eq!(pred.p_alive, scorer.p_alive(rfm));
+            assert_eq!(
+                pred.expected_visits_12m,
+                scorer.expected_visits(rfm, 365.0 / 7.0)
+            );
+        }
+        // The two models score the same customer differently.
+        let clvs: Vec<f64> = [VisitModel::MbgNbd, VisitModel::MbgCnbdK]
+            .iter()
+            .map(|&model| {
+                p.model.as_mut().unwrap().model = model;
+                p.model.as_mut().unwrap().erlang_k = (model == VisitModel::MbgCnbdK).then_some(3);
+                s.clv(now, &p).unwrap()
+            })
+            .collect();
+        assert_ne!(clvs[0], clvs[1]);
+    }
 }

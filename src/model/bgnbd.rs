@@ -14,6 +14,9 @@
 //!   customer may already be gone. The formulas are the ones of `lifetimes`'
 //!   `ModifiedBetaGeoFitter`.
 //!
+//! [`VisitModel::MbgCnbdK`] is treated here as its `k = 1` case, which is MBG/NBD; the
+//! model with `k > 1` lives in `cnbd`.
+//!
 //! For both, [`log_likelihood`] is the individual log-likelihood as `lifetimes`
 //! defines it, [`p_alive`] the posterior probability of being alive at `T`,
 //! [`expected_visits`] the conditional expectation of the number of visits in
@@ -68,7 +71,7 @@ pub(super) fn group_consts(model: VisitModel, p: &BgParams, x: f64) -> GroupCons
                 bx,
             }
         }
-        VisitModel::MbgNbd => {
+        VisitModel::MbgNbd | VisitModel::MbgCnbdK => {
             let a2 = ln_poch(p.b, x + 1.0) - ln_poch(p.a + p.b, x + 1.0);
             let bx = p.b + x;
             GroupConsts {
@@ -117,7 +120,7 @@ fn log_odds_dead(model: VisitModel, p: &BgParams, rfm: Rfm) -> Option<f64> {
             }
             p.b + rfm.x.max(1.0) - 1.0
         }
-        VisitModel::MbgNbd => p.b + rfm.x,
+        VisitModel::MbgNbd | VisitModel::MbgCnbdK => p.b + rfm.x,
     };
     let gap = ((rfm.t - rfm.t_x) / (p.alpha + rfm.t_x)).ln_1p();
     Some(p.a.ln() - bx.ln() + (p.r + rfm.x) * gap)
@@ -312,7 +315,7 @@ fn alive_visits(aa: f64, bb: f64, c: f64, t: f64, d: f64) -> f64 {
 fn visit_c(model: VisitModel, p: &BgParams, x: f64) -> f64 {
     match model {
         VisitModel::BgNbd => p.a + p.b + x - 1.0,
-        VisitModel::MbgNbd => p.a + p.b + x,
+        VisitModel::MbgNbd | VisitModel::MbgCnbdK => p.a + p.b + x,
     }
 }
 
@@ -338,7 +341,7 @@ pub fn expected_visits(model: VisitModel, p: &BgParams, rfm: Rfm, horizon: f64) 
 
 /// [`expected_visits`] divided by P(alive) (for callers that evaluate many horizons
 /// for one customer and compute P(alive) once). `horizon > 0`.
-pub(super) fn expected_visits_if_alive(
+pub(crate) fn expected_visits_if_alive(
     model: VisitModel,
     p: &BgParams,
     rfm: Rfm,

@@ -128,7 +128,7 @@ fn visit_ll_grad(model: VisitModel, d: &VisitData, p: &BgParams) -> (f64, [f64; 
                 let ab = dln_poch(p.a + p.b, x);
                 (-ab, dln_poch(p.b, x) - ab)
             }
-            VisitModel::MbgNbd => {
+            VisitModel::MbgNbd | VisitModel::MbgCnbdK => {
                 let ab = dln_poch(p.a + p.b, x + 1.0);
                 (-ab, dln_poch(p.b, x + 1.0) - ab)
             }

@@ -1,4 +1,5 @@
-//! `churnwatch fit`: estimates the visit model (BG/NBD or MBG/NBD) and the spend model
+//! `churnwatch fit`: estimates the visit model (BG/NBD, MBG/NBD or MBG/CNBD-k, the last
+//! with its Erlang order `k` chosen by the likelihood) and the spend model
 //! (Gamma-Gamma) from recorded history, checks them on a holdout period and writes the
 //! parameter file that `replay` (and later `run`) load.
 //!
@@ -15,6 +16,8 @@
 //! - calibration: the dates up to and including `C`; a customer's `x` is the number of
 //!   distinct dates after the first, `t_x` = last − first, `T` = `C` − first, in days
 //!   divided by the time unit (a customer whose first visit is on `C` has `T = 0`);
+//! - MBG/CNBD-k's `litt`: the sum of `ln` of the gaps between consecutive calibration
+//!   dates, in model units (gaps are whole days, so never zero);
 //! - holdout: the dates `C + 1 ..= H`; the prediction is for `H − C` days after `T`,
 //!   and "actual" counts the distinct dates in that window;
 //! - spend (Gamma-Gamma): the repair-order totals of the repeat transactions (dates
@@ -31,12 +34,13 @@
 //! model layer. The parameter file is written by [`ModelParams::save`].
 
 use crate::core::time::{Ts, DAY_MS};
-use crate::model::bgnbd::expected_visits;
 use crate::model::bgnbd_fit::{collapse, fit_visit_model};
+use crate::model::cnbd::{fit_best_k, KTrial};
 use crate::model::gamma_gamma::fit_gamma_gamma;
 use crate::model::hash::fnv1a;
 use crate::model::optimise::{Fit, OptimiseError};
 use crate::model::params::{BgParams, GgParams, ModelParams, Rfm, VisitModel};
+use crate::model::visit::VisitScorer;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -371,6 +375,9 @@ pub struct FitReport {
     pub patterns: u64,
     /// The visit model fit.
     pub visit: Fit<BgParams>,
+    /// MBG/CNBD-k only: the log-likelihood reached for each Erlang order `k` tried (the
+    /// one with the highest is kept); empty for the other models.
+    pub erlang_k_trials: Vec<KTrial>,
     /// The spend model fit, when there were repeat customers with values.
     pub spend: Option<Fit<GgParams>>,
     /// Calibration/holdout comparison.
@@ -388,6 +395,9 @@ pub struct FitReport {
 struct Summary {
     /// Calibration statistics in model units.
     rfm: Rfm,
+    /// Sum of the logarithms of the gaps between consecutive calibration visit dates,
+    /// in model units (MBG/CNBD-k's `litt`; 0 without repeat visits).
+    litt: f64,
     /// Distinct dates after the calibration end that were read (the holdout window).
     holdout_days: usize,
     /// Repeat-purchase spend for the Gamma-Gamma model: (number of repeat dates with
@@ -415,6 +425,10 @@ fn summarise(h: &History, cal_day: i32, unit: f64) -> Option<Summary> {
             t_x: f64::from(last - first) / unit,
             t: f64::from(cal_day - first) / unit,
         },
+        litt: h.days[..n_cal]
+            .windows(2)
+            .map(|w| (f64::from(w[1] - w[0]) / unit).ln())
+            .sum(),
         holdout_days: h.days.len() - n_cal,
         spend: (n > 0).then(|| (n as f64, per_day.values().sum::<f64>() / n as f64)),
     })
@@ -459,6 +473,7 @@ pub fn fit(opts: &FitOptions) -> Result<FitReport, FitError> {
     let mut holdout_pairs = Vec::new();
     let mut spend = Vec::new();
     let mut spend_customers = Vec::new();
+    let mut litt_total = 0.0;
     let mut ids: Vec<&String> = hist.keys().collect();
     ids.sort_unstable();
     for id in ids {
@@ -466,6 +481,7 @@ pub fn fit(opts: &FitOptions) -> Result<FitReport, FitError> {
             continue;
         };
         rfms.push(c.rfm);
+        litt_total += c.litt;
         holdout_pairs.push((c.rfm, c.holdout_days));
         if let Some((n, mean)) = c.spend {
             spend.push((n, mean, 1.0));
@@ -479,11 +495,27 @@ pub fn fit(opts: &FitOptions) -> Result<FitReport, FitError> {
     let customers = rfms.len() as u64;
     let patterns = collapse(rfms);
     let fit_started = std::time::Instant::now();
-    let visit = fit_visit_model(opts.model, &patterns).map_err(|source| FitError::Estimate {
+    let estimate_error = |source| FitError::Estimate {
         what: "visit model",
         calibration: calibration.clone(),
         source,
-    })?;
+    };
+    let (visit, erlang_k, erlang_k_trials) = match opts.model {
+        VisitModel::MbgCnbdK => {
+            let (k, f, trials) = fit_best_k(&patterns, litt_total).map_err(estimate_error)?;
+            (f, Some(k), trials)
+        }
+        m => (
+            fit_visit_model(m, &patterns).map_err(estimate_error)?,
+            None,
+            Vec::new(),
+        ),
+    };
+    let scorer = VisitScorer {
+        model: opts.model,
+        params: visit.params,
+        k: erlang_k.unwrap_or(1),
+    };
     let spend_fit = if spend.len() >= 10 {
         const WHAT: &str = "spend model (Gamma-Gamma)";
         Some(fit_gamma_gamma(&spend).map_err(|source| match source {
@@ -511,7 +543,7 @@ pub fn fit(opts: &FitOptions) -> Result<FitReport, FitError> {
             for (rfm, actual) in &holdout_pairs {
                 let g = groups.entry((rfm.x as usize).min(7)).or_default();
                 g.0 += 1;
-                g.1 += expected_visits(opts.model, &visit.params, *rfm, horizon);
+                g.1 += scorer.expected_visits(*rfm, horizon);
                 g.2 += *actual as f64;
             }
             groups
@@ -529,6 +561,7 @@ pub fn fit(opts: &FitOptions) -> Result<FitReport, FitError> {
         model: opts.model,
         time_unit_days: unit,
         visit: visit.params,
+        erlang_k,
         spend: spend_fit.as_ref().map(|f| f.params),
         calibration_end: opts.calibration_end.to_date_string(),
         customers,
@@ -539,6 +572,7 @@ pub fn fit(opts: &FitOptions) -> Result<FitReport, FitError> {
         customers,
         patterns: patterns.len() as u64,
         visit,
+        erlang_k_trials,
         spend: spend_fit,
         holdout,
         read_secs,
@@ -641,6 +675,8 @@ mod tests {
                     t_x: 81.0,
                     t: 81.0
                 },
+                // Gaps of 10 and 71 days.
+                litt: 10f64.ln() + 71f64.ln(),
                 // 04-01 (twice) and 06-30.
                 holdout_days: 2,
                 // Repeat dates only, one transaction a day: (30 + 20 + 70) / 2.

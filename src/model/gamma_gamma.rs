@@ -8,13 +8,13 @@
 //! `lifetimes`' `GammaGammaFitter.customer_lifetime_value` does, and
 //! [`fit_gamma_gamma`] estimates the parameters by maximum likelihood.
 //!
-//! Pure maths over plain data: no I/O. Uses `params`, `special`, `bgnbd` (P(alive) and
-//! expected visits, for the CLV) and `optimise`.
+//! Pure maths over plain data: no I/O. Uses `params`, `special`, `visit` (P(alive) and
+//! expected visits of any visit model, for the CLV) and `optimise`.
 
-use crate::model::bgnbd::{expected_visits_if_alive, p_alive};
 use crate::model::optimise::{best_of_starts, std_errors, Fit, OptimiseError};
 use crate::model::params::{BgParams, GgParams, Rfm, VisitModel};
 use crate::model::special::{digamma, ln_gamma};
+use crate::model::visit::VisitScorer;
 
 /// Conditional expected average value per visit of a customer with `frequency` repeat
 /// visits of mean value `mean_value`: `p (v + x m) / (p x + q - 1)`, the credibility
@@ -29,7 +29,8 @@ pub fn gg_expected_spend(p: &GgParams, frequency: f64, mean_value: f64) -> f64 {
 /// `spend · (E[visits up to 30 i days] - E[visits up to 30 (i-1) days]) / (1 + d)^i`,
 /// with `spend` from [`gg_expected_spend`] and the expectations from
 /// [`expected_visits`](crate::model::bgnbd::expected_visits). `days_per_unit` converts the model's time unit to days (1 for
-/// days, 7 for weeks; `30 / 4.345` reproduces `lifetimes`' `freq="W"`).
+/// days, 7 for weeks; `30 / 4.345` reproduces `lifetimes`' `freq="W"`). The spend
+/// model's frequency is `rfm.x`, as in `lifetimes`; [`clv_scored`] takes it apart.
 #[allow(clippy::too_many_arguments)]
 pub fn clv(
     model: VisitModel,
@@ -41,10 +42,33 @@ pub fn clv(
     monthly_discount: f64,
     days_per_unit: f64,
 ) -> f64 {
-    let spend = gg_expected_spend(gg, rfm.x, mean_value);
+    clv_scored(
+        &VisitScorer::bg(model, *bg),
+        gg,
+        rfm,
+        (rfm.x, mean_value),
+        horizon_months,
+        monthly_discount,
+        days_per_unit,
+    )
+}
+
+/// [`clv`] for any visit model, with the spend model's input given apart from the visit
+/// statistics: `spend = (frequency, mean value)`, the number of repeat transactions the
+/// mean value averages and that mean (the engine's `CustomerState::repeat_spend`).
+pub fn clv_scored(
+    visits: &VisitScorer,
+    gg: &GgParams,
+    rfm: Rfm,
+    spend: (f64, f64),
+    horizon_months: u32,
+    monthly_discount: f64,
+    days_per_unit: f64,
+) -> f64 {
+    let spend = gg_expected_spend(gg, spend.0, spend.1);
     let step = 30.0 / days_per_unit;
     // P(alive) is the same for every horizon: compute it once.
-    let alive = p_alive(model, bg, rfm);
+    let alive = visits.p_alive(rfm);
     if alive == 0.0 || step.is_nan() {
         return if step.is_nan() { f64::NAN } else { 0.0 };
     }
@@ -54,7 +78,7 @@ pub fn clv(
     for i in 1..=horizon_months {
         let h = step * f64::from(i);
         let e = if h > 0.0 {
-            expected_visits_if_alive(model, bg, rfm, h) * alive
+            visits.expected_visits_if_alive(rfm, h) * alive
         } else {
             0.0
         };

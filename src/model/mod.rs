@@ -17,6 +17,9 @@
 //! - [`bgnbd`]: the BG/NBD and MBG/NBD visit models (likelihood, P(alive), expected
 //!   visits);
 //! - [`bgnbd_fit`]: their maximum-likelihood fit;
+//! - [`cnbd`]: the MBG/CNBD-k visit model (Erlang-k gaps: regular visitors), its
+//!   likelihood, P(alive), expected visits and fit with the choice of `k`;
+//! - [`visit`]: [`visit::VisitScorer`], one entry point for scoring any visit model;
 //! - [`gamma_gamma`]: the Gamma-Gamma spend model, its fit, and CLV;
 //! - [`fit`]: the `churnwatch fit` command (reads history, fits, checks on a holdout).
 //!
@@ -27,6 +30,7 @@
 
 pub mod bgnbd;
 pub mod bgnbd_fit;
+pub mod cnbd;
 pub mod fit;
 pub mod gamma_gamma;
 pub mod hash;
@@ -35,3 +39,4 @@ pub mod params;
 pub mod special;
 #[cfg(test)]
 mod test_support;
+pub mod visit;

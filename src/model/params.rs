@@ -21,7 +21,13 @@ pub enum VisitModel {
     BgNbd,
     /// MBG/NBD: dropout may also happen right after the first visit.
     MbgNbd,
+    /// MBG/CNBD-k: MBG/NBD with Erlang-k instead of exponential times between visits
+    /// (regular visitors); `k` is [`ModelParams::erlang_k`]. With `k = 1` it is MBG/NBD.
+    MbgCnbdK,
 }
+
+/// Largest Erlang order `k` that `churnwatch fit` tries and a parameter file may hold.
+pub const MAX_ERLANG_K: u32 = 12;
 
 /// Parameters of the BG/NBD and MBG/NBD models (all strictly positive).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -69,6 +75,10 @@ pub struct ModelParams {
     pub time_unit_days: f64,
     /// Visit-model parameters.
     pub visit: BgParams,
+    /// The Erlang order `k` of MBG/CNBD-k (1 to [`MAX_ERLANG_K`]); absent for the
+    /// other models (files written before MBG/CNBD-k existed load unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erlang_k: Option<u32>,
     /// Spend-model parameters (absent when there were too few repeat customers).
     pub spend: Option<GgParams>,
     /// Last day of the calibration period the parameters were fitted on (`YYYY-MM-DD`,
@@ -144,7 +154,32 @@ impl ModelParams {
                     .into(),
             });
         }
+        match (p.model, p.erlang_k) {
+            (VisitModel::MbgCnbdK, Some(k)) if (1..=MAX_ERLANG_K).contains(&k) => {}
+            (VisitModel::MbgCnbdK, _) => {
+                return Err(ParamsError::Invalid {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "model mbg_cnbd_k needs erlang_k, a whole number from 1 to {MAX_ERLANG_K}"
+                    ),
+                })
+            }
+            (_, Some(_)) => {
+                return Err(ParamsError::Invalid {
+                    path: path.to_path_buf(),
+                    message: "erlang_k belongs to model mbg_cnbd_k only; remove it or set \
+                              model = \"mbg_cnbd_k\""
+                        .into(),
+                })
+            }
+            (_, None) => {}
+        }
         Ok(p)
+    }
+
+    /// The Erlang order of the visit model: `erlang_k` for MBG/CNBD-k, 1 otherwise.
+    pub fn k(&self) -> u32 {
+        self.erlang_k.unwrap_or(1)
     }
 
     /// Writes the parameter file.
@@ -181,6 +216,7 @@ mod tests {
                 a: 0.7,
                 b: 3.0,
             },
+            erlang_k: None,
             spend: None,
             calibration_end: "2024-01-01T00:00:00Z".into(),
             customers: 10,
@@ -207,6 +243,36 @@ mod tests {
         let e = ModelParams::load(&path).unwrap_err();
         assert!(matches!(e, ParamsError::Invalid { .. }), "{e}");
         assert!(e.to_string().contains("positive number"), "{e}");
+
+        // MBG/CNBD-k round-trips with its k and is refused without one.
+        let cnbd = ModelParams {
+            model: VisitModel::MbgCnbdK,
+            erlang_k: Some(3),
+            ..sample()
+        };
+        cnbd.save(&path).unwrap();
+        assert_eq!(ModelParams::load(&path).unwrap(), cnbd);
+        for bad in [
+            ModelParams {
+                erlang_k: None,
+                ..cnbd.clone()
+            },
+            ModelParams {
+                erlang_k: Some(MAX_ERLANG_K + 1),
+                ..cnbd.clone()
+            },
+            ModelParams {
+                erlang_k: Some(2),
+                ..sample()
+            },
+        ] {
+            bad.save(&path).unwrap();
+            let e = ModelParams::load(&path).unwrap_err().to_string();
+            assert!(e.contains("erlang_k"), "{e}");
+        }
+        // A file without erlang_k (as earlier versions wrote) still loads.
+        sample().save(&path).unwrap();
+        assert!(!std::fs::read_to_string(&path).unwrap().contains("erlang_k"));
 
         let e = sample()
             .save(&dir.path().join("no-such-dir").join("m.toml"))
