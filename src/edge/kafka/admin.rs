@@ -78,11 +78,24 @@ async fn customer(State(app): State<App>, Path(id): Path<String>) -> Response {
     let key = id.clone();
     match tokio::task::spawn_blocking(move || state.customer(&key)).await {
         Ok(Ok(Some(value))) => (StatusCode::OK, Json(value)).into_response(),
-        Ok(Ok(None)) => (
-            StatusCode::NOT_FOUND,
-            Json(json!({ "error": "unknown customer", "customer_id": id })),
-        )
-            .into_response(),
+        // While partitions are still being taken over or restored, a customer not found
+        // may simply not be loaded yet: say so rather than "unknown".
+        Ok(Ok(None)) => match app.state.readiness() {
+            Err(reason) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({
+                    "error": "not ready: the customer may be in a partition still being restored; retry shortly",
+                    "reason": reason,
+                    "customer_id": id,
+                })),
+            )
+                .into_response(),
+            Ok(()) => (
+                StatusCode::NOT_FOUND,
+                Json(json!({ "error": "unknown customer", "customer_id": id })),
+            )
+                .into_response(),
+        },
         Ok(Err(message)) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             Json(json!({ "error": message })),
@@ -284,6 +297,17 @@ mod tests {
         assert_eq!(a.status, 500);
         let v: Value = serde_json::from_str(&a.body).unwrap();
         assert_eq!(v, json!({ "error": "store read failed: io error" }));
+
+        // During start-up an unknown customer is "not ready", not "unknown"; a known
+        // one is served.
+        *s.fake.ready.lock().unwrap() = Err("partitions not ready: 3".to_string());
+        let a = get(&s, "/customers/nobody").await;
+        assert_eq!(a.status, 503);
+        let v: Value = serde_json::from_str(&a.body).unwrap();
+        assert_eq!(v["reason"], "partitions not ready: 3");
+        assert_eq!(v["customer_id"], "nobody");
+        assert!(v["error"].as_str().unwrap().starts_with("not ready"));
+        assert_eq!(get(&s, "/customers/C1").await.status, 200);
         stop(s).await;
     }
 
