@@ -42,6 +42,9 @@ pub fn run(a: FitArgs) -> Result<()> {
     );
     let r = churnwatch::model::fit::fit(&opts)?;
     print_fit(&r);
+    for n in &r.notes {
+        eprintln!("note: {n}");
+    }
     r.params.save(&out)?;
     println!("parameters written to {}", out.display());
     if let Some(path) = report_json {
@@ -75,8 +78,16 @@ fn print_fit(r: &churnwatch::model::fit::FitReport) {
     }
     let se = |i: usize| v.std_errors.get(i).copied().unwrap_or(f64::NAN);
     println!(
-        "visit model {:?} (time unit {} days): log-likelihood {:.4}, {} iterations, converged {}",
-        r.params.model, r.params.time_unit_days, v.log_likelihood, v.iterations, v.converged
+        "visit model {} (time unit {} days): log-likelihood {:.4}, {} iterations, converged {}",
+        match r.params.model {
+            churnwatch::model::params::VisitModel::BgNbd => "BG/NBD",
+            churnwatch::model::params::VisitModel::MbgNbd => "MBG/NBD",
+            churnwatch::model::params::VisitModel::MbgCnbdK => "MBG/CNBD-k",
+        },
+        r.params.time_unit_days,
+        v.log_likelihood,
+        v.iterations,
+        v.converged
     );
     for (i, (name, value)) in [
         ("r", v.params.r),

@@ -168,6 +168,10 @@ pub struct ReadStats {
     pub skipped: u64,
     /// Duplicate records (same event id) ignored.
     pub duplicates: u64,
+    /// The latest UTC date (days since the epoch) of a visit or repair order in the
+    /// input, also past the windows: a calibration end after it means the model sees
+    /// every customer silent for longer than the data shows.
+    pub last_day: Option<i32>,
 }
 
 type Histories = HashMap<String, History>;
@@ -223,6 +227,7 @@ fn read_line(line: &[u8], last_day: i32, map: &mut Histories, stats: &mut ReadSt
         return;
     };
     let day = t.epoch_day();
+    stats.last_day = stats.last_day.max(Some(day));
     if day > last_day {
         return;
     }
@@ -321,6 +326,7 @@ fn read_histories(inputs: &[PathBuf], last_day: i32) -> Result<(Histories, ReadS
             stats.visits += st.visits;
             stats.skipped += st.skipped;
             stats.duplicates += st.duplicates;
+            stats.last_day = stats.last_day.max(st.last_day);
             if all.is_empty() {
                 all = m;
             } else {
@@ -382,6 +388,9 @@ pub struct FitReport {
     pub spend: Option<Fit<GgParams>>,
     /// Calibration/holdout comparison.
     pub holdout: Vec<HoldoutRow>,
+    /// What the user should know about the inputs or the windows (e.g. a calibration
+    /// end after the data), one sentence each; the fit is made anyway.
+    pub notes: Vec<String>,
     /// Seconds spent reading.
     pub read_secs: f64,
     /// Seconds spent fitting.
@@ -567,6 +576,7 @@ pub fn fit(opts: &FitOptions) -> Result<FitReport, FitError> {
         customers,
         log_likelihood: visit.log_likelihood,
     };
+    let notes = window_notes(read.last_day, cal_day, hold_day);
     Ok(FitReport {
         read,
         customers,
@@ -575,10 +585,43 @@ pub fn fit(opts: &FitOptions) -> Result<FitReport, FitError> {
         erlang_k_trials,
         spend: spend_fit,
         holdout,
+        notes,
         read_secs,
         fit_secs,
         params,
     })
+}
+
+/// Notes on windows that reach past the data (`last_day`, the newest visit or repair
+/// order date): the model then counts every customer silent until the window's end.
+fn window_notes(last_day: Option<i32>, cal_day: i32, hold_day: Option<i32>) -> Vec<String> {
+    let Some(last) = last_day else {
+        return Vec::new();
+    };
+    let date = |d: i32| Ts(i64::from(d) * 86_400_000).to_date_string();
+    let mut notes = Vec::new();
+    if cal_day > last {
+        notes.push(format!(
+            "--calibration-end {} is {} days after the newest visit in the input ({}): the \
+             model counts every customer as silent until then, which lowers P(alive); set \
+             --calibration-end to the end of the data",
+            date(cal_day),
+            cal_day - last,
+            date(last)
+        ));
+    }
+    if let Some(h) = hold_day.filter(|h| *h > last && cal_day <= last) {
+        notes.push(format!(
+            "--holdout-end {} is {} days after the newest visit in the input ({}): the \
+             holdout's actual visits stop at {} while its predictions run to the end, so \
+             the check reads as over-prediction",
+            date(h),
+            h - last,
+            date(last),
+            date(last)
+        ));
+    }
+    notes
 }
 
 #[cfg(test)]
@@ -620,6 +663,28 @@ mod tests {
             "{e}"
         );
         assert!(e.to_string().contains("must be positive"), "{e}");
+    }
+
+    #[test]
+    fn windows_past_the_data_are_noted() {
+        let day = |y, m, d| Ts::ymd_hms(y, m, d, 0, 0, 0).epoch_day();
+        let last = Some(day(2024, 3, 31));
+        assert!(window_notes(last, day(2024, 3, 31), Some(day(2024, 3, 31))).is_empty());
+        assert!(window_notes(None, day(2030, 1, 1), None).is_empty());
+        let n = window_notes(last, day(2024, 4, 30), None);
+        assert_eq!(n.len(), 1);
+        assert!(
+            n[0].starts_with("--calibration-end 2024-04-30 is 30 days after the newest visit in the input (2024-03-31)"),
+            "{}",
+            n[0]
+        );
+        let n = window_notes(last, day(2024, 1, 31), Some(day(2024, 6, 30)));
+        assert_eq!(n.len(), 1);
+        assert!(
+            n[0].starts_with("--holdout-end 2024-06-30 is 91 days after"),
+            "{}",
+            n[0]
+        );
     }
 
     fn ro(id: &str, customer: &str, time: &str, amount: f64) -> String {
