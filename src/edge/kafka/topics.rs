@@ -118,6 +118,48 @@ pub(crate) fn producer_config(cfg: &Config) -> ClientConfig {
     c
 }
 
+/// How long one metadata request may wait for the brokers before the service says
+/// which address it cannot reach and tries again.
+const METADATA_ATTEMPT: Duration = Duration::from_secs(5);
+
+/// How long the service keeps trying to reach the brokers at start-up.
+const METADATA_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Reads `topic`'s metadata, retrying every `attempt` for up to `patience`: each
+/// failed attempt is logged as a warning naming the brokers (`bootstrap`) and the
+/// error, so an unreachable address shows within seconds; the error at the end
+/// names them too.
+fn fetch_metadata(
+    probe: &BaseConsumer,
+    topic: &str,
+    bootstrap: &str,
+    attempt: Duration,
+    patience: Duration,
+) -> Result<rdkafka::metadata::Metadata, ServiceError> {
+    let started = std::time::Instant::now();
+    let mut tries = 0u32;
+    loop {
+        tries += 1;
+        match probe.fetch_metadata(Some(topic), attempt) {
+            Ok(md) => return Ok(md),
+            Err(e) if started.elapsed() + attempt <= patience => {
+                tracing::warn!(
+                    "cannot reach the Kafka brokers at {bootstrap} (attempt {tries}: {e}); \
+                     retrying for up to {} s in all",
+                    patience.as_secs()
+                );
+            }
+            Err(e) => {
+                return Err(kafka(format!(
+                    "reading metadata of topic `{topic}` from the brokers at {bootstrap} \
+                     ({tries} attempts over {:.0} s)",
+                    started.elapsed().as_secs_f64()
+                ))(e))
+            }
+        }
+    }
+}
+
 /// Checks the input topics are co-partitioned and the output topics exist (creating
 /// them when configured to). Returns the number of input partitions.
 pub(crate) fn prepare_topics(
@@ -129,9 +171,13 @@ pub(crate) fn prepare_topics(
         .create()
         .map_err(kafka("creating a metadata client"))?;
     let count = |topic: &str| -> Result<Option<i32>, ServiceError> {
-        let md = probe
-            .fetch_metadata(Some(topic), Duration::from_secs(30))
-            .map_err(kafka(format!("reading metadata of topic `{topic}`")))?;
+        let md = fetch_metadata(
+            &probe,
+            topic,
+            &cfg.kafka.bootstrap_servers,
+            METADATA_ATTEMPT,
+            METADATA_PATIENCE,
+        )?;
         Ok(md
             .topics()
             .first()
@@ -255,6 +301,26 @@ mod tests {
             None,
             "the changelog reader is no group member"
         );
+    }
+
+    #[test]
+    fn an_unreachable_broker_is_named_in_the_error() {
+        let mut cfg = Config::default();
+        cfg.kafka.bootstrap_servers = "127.0.0.1:1".into();
+        let probe: BaseConsumer = client_config(&cfg, Role::Consumer).create().unwrap();
+        let started = std::time::Instant::now();
+        let e = fetch_metadata(
+            &probe,
+            "visits",
+            &cfg.kafka.bootstrap_servers,
+            Duration::from_millis(500),
+            Duration::from_secs(2),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(started.elapsed() < Duration::from_secs(10), "{e}");
+        assert!(e.contains("from the brokers at 127.0.0.1:1"), "{e}");
+        assert!(e.contains("check kafka.bootstrap_servers"), "{e}");
     }
 
     #[test]
