@@ -66,23 +66,30 @@ struct VisitData {
     total_w: f64,
 }
 
+/// Checks the `i`-th pattern of a visit-model fit: finite, non-negative, and the
+/// last visit not after the end of observation.
+pub(crate) fn check_pattern(i: usize, p: &Pattern) -> Result<(), OptimiseError> {
+    let r = p.rfm;
+    let bad = |reason| Err(OptimiseError::InvalidInput { index: i, reason });
+    if !(r.x.is_finite() && r.t_x.is_finite() && r.t.is_finite() && p.weight.is_finite()) {
+        return bad("x, t_x, T or the weight is not finite");
+    }
+    if p.weight < 0.0 {
+        return bad("the weight is negative");
+    }
+    if r.x < 0.0 || r.t_x < 0.0 || r.t < 0.0 {
+        return bad("x, t_x or T is negative");
+    }
+    if r.t_x > r.t {
+        return bad("t_x exceeds T (the last visit lies after the end of observation)");
+    }
+    Ok(())
+}
+
 fn prepare_visits(data: &[Pattern]) -> Result<VisitData, OptimiseError> {
     let mut idx: Vec<usize> = Vec::with_capacity(data.len());
     for (i, p) in data.iter().enumerate() {
-        let r = p.rfm;
-        let bad = |reason| Err(OptimiseError::InvalidInput { index: i, reason });
-        if !(r.x.is_finite() && r.t_x.is_finite() && r.t.is_finite() && p.weight.is_finite()) {
-            return bad("x, t_x, T or the weight is not finite");
-        }
-        if p.weight < 0.0 {
-            return bad("the weight is negative");
-        }
-        if r.x < 0.0 || r.t_x < 0.0 || r.t < 0.0 {
-            return bad("x, t_x or T is negative");
-        }
-        if r.t_x > r.t {
-            return bad("t_x exceeds T (the last visit lies after the end of observation)");
-        }
+        check_pattern(i, p)?;
         if p.weight > 0.0 {
             idx.push(i);
         }

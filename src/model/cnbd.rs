@@ -43,7 +43,7 @@
 //! `bgnbd_fit` (the weighted patterns) and `optimise`.
 
 use crate::model::bgnbd::lse2;
-use crate::model::bgnbd_fit::Pattern;
+use crate::model::bgnbd_fit::{check_pattern, Pattern};
 use crate::model::optimise::{best_of_starts, std_errors, Fit, OptimiseError};
 use crate::model::params::{BgParams, Rfm, MAX_ERLANG_K};
 use crate::model::special::{dln_poch, ln_poch, logistic_neg, EPS};
@@ -242,20 +242,7 @@ fn ll_grad(k: u32, data: &[Pattern], p: &BgParams) -> (f64, [f64; 4]) {
 
 fn check(data: &[Pattern]) -> Result<(), OptimiseError> {
     for (i, p) in data.iter().enumerate() {
-        let r = p.rfm;
-        let bad = |reason| Err(OptimiseError::InvalidInput { index: i, reason });
-        if !(r.x.is_finite() && r.t_x.is_finite() && r.t.is_finite() && p.weight.is_finite()) {
-            return bad("x, t_x, T or the weight is not finite");
-        }
-        if p.weight < 0.0 {
-            return bad("the weight is negative");
-        }
-        if r.x < 0.0 || r.t_x < 0.0 || r.t < 0.0 {
-            return bad("x, t_x or T is negative");
-        }
-        if r.t_x > r.t {
-            return bad("t_x exceeds T (the last visit lies after the end of observation)");
-        }
+        check_pattern(i, p)?;
     }
     if data.iter().all(|p| p.weight == 0.0) {
         return Err(OptimiseError::NoData);
