@@ -46,9 +46,9 @@ pub(super) const WARRANTY_JUMP: f64 = 2.2;
 /// Further factor in the first year after the warranty end ("warranty expired").
 pub(super) const WARRANTY_FIRST_YEAR: f64 = 1.3;
 /// Range of the dealers' multipliers (best, worst).
-pub(super) const DEALER_RISK: (f64, f64) = (0.55, 1.75);
+pub(super) const DEALER_RISK: (f64, f64) = (0.5, 1.8);
 /// Multiplier of customers outside the dealer's service region.
-pub(super) const OUT_OF_REGION: f64 = 1.8;
+pub(super) const OUT_OF_REGION: f64 = 2.3;
 /// Major repairs per year out of warranty (the bills that may shock).
 pub(super) const MAJOR_REPAIR_PER_YEAR: f64 = 0.15;
 /// The population's mean multiplier, so that `dropout_rate` stays about the share of
