@@ -274,7 +274,8 @@ impl Risk {
         let exposed = !initial_plan && !takes_extended_warranty && cfg.dropout_rate > 0.0;
         let mut d = f64::from(from.max(warranty_end));
         let mean = 365.0 / MAJOR_REPAIR_PER_YEAR;
-        while from < to {
+        loop {
+            // Starts at or after `from`, so an empty range draws once and stops.
             let u: f64 = rng.gen();
             d += -mean * (1.0 - u).ln();
             if d >= f64::from(to) {
