@@ -34,7 +34,10 @@ pub struct GenConfig {
     /// Share of lines that are dirty (duplicates, bad VIN or phone, missing field,
     /// truncated JSON, negative amount, unknown RO type, bad timestamp). Default 0.01.
     pub dirty_rate: f64,
-    /// Share of customers with a latent drop-out time inside the period. Default 0.35.
+    /// About the share of customers with a latent drop-out time inside the period (each
+    /// customer's risk varies around it with vehicle age, warranty end, dealer, region,
+    /// segment and price shocks; calibrated on the default configuration). 0 means nobody
+    /// drops out. Default 0.35.
     pub dropout_rate: f64,
     /// Share of events delivered out of order, by up to `max_disorder_minutes`.
     /// Default 0.02.

@@ -144,7 +144,7 @@ impl Sim<'_> {
             let term = (add_months(p, 12 * (k - 1)), add_months(p, 12 * k));
             self.contract_chain(ContractType::Insurance, None, term, 12, 0.82);
         }
-        if self.rng.gen_bool(0.1) {
+        if self.initial_plan {
             let months = if self.rng.gen_bool(0.5) { 12 } else { 24 };
             let end = w.start_day + self.rng.gen_range(30..(30 * months as i32));
             self.plan_until = self.contract_chain(
@@ -167,7 +167,7 @@ impl Sim<'_> {
         }
         if self.warranty_end_day <= w.start_day {
             self.ew_offered = true;
-            if self.rng.gen_bool(0.15) {
+            if self.takes_extended_warranty {
                 let months = [24, 36][self.rng.gen_range(0..2)];
                 let end = add_months(self.warranty_end_day, months);
                 if end > w.start_day {

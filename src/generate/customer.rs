@@ -1,16 +1,17 @@
-//! The customer population: the [`World`] shared by all customers (period, dealers,
-//! recall campaigns), a [`Customer`] with its vehicle, cadence and latent drop-out, the
-//! odometer and [`new_customer`], which draws a customer from its own random stream and
-//! runs its simulation.
+//! The customer population: the [`World`] shared by all customers (period, dealers with
+//! their service quality, recall campaigns), a [`Customer`] with its vehicle, cadence and
+//! latent drop-out, the odometer and [`new_customer`], which draws a customer from its
+//! own random stream, draws its drop-out from [`super::risk`] and runs its simulation.
 //!
-//! It may touch the catalogue, the calendar, the VIN helpers and the simulation; it
-//! writes nothing.
+//! It may touch the catalogue, the calendar, the VIN helpers, the risk model and the
+//! simulation; it writes nothing.
 
 use super::calendar::{add_months, date_of, DAY_S};
 use super::catalogue::{BRANDS, MODELS};
 use super::config::GenConfig;
 use super::event::Ev;
 use super::ids::{make_vin, MOBILE_PREFIXES};
+use super::risk::{self, Cause, Risk};
 use super::sim::Sim;
 use chrono::Datelike;
 use rand::{Rng, SeedableRng};
@@ -31,6 +32,8 @@ pub(super) struct Customer {
     pub(super) vin: [u8; 17],
     /// First day without visits (midnight UTC), if the customer drops out.
     pub(super) dropout_day: Option<i32>,
+    /// The dominant driver of the drop-out, when there is one.
+    pub(super) cause: Option<Cause>,
 }
 
 impl Customer {
@@ -71,6 +74,8 @@ pub(super) struct World {
     pub(super) end_day: i32,
     pub(super) dealer_cum: Vec<f64>,
     pub(super) dealer_brand: Vec<u8>,
+    /// Each dealer's drop-out risk multiplier (its service quality: lower is better).
+    pub(super) dealer_risk: Vec<f64>,
     /// Recall campaign start days per model.
     pub(super) recalls: Vec<Vec<i32>>,
 }
@@ -108,6 +113,7 @@ impl World {
                 days
             })
             .collect();
+        let dealer_risk = risk::dealer_multipliers(&mut rng, cfg.dealers as usize);
         World {
             cfg: cfg.clone(),
             base_s,
@@ -117,6 +123,7 @@ impl World {
             end_day,
             dealer_cum,
             dealer_brand,
+            dealer_risk,
             recalls,
         }
     }
@@ -248,8 +255,21 @@ pub(super) fn new_customer(w: &World, idx: u32, out: &mut Vec<Ev>, ctr: &mut Cou
         let span = eff_cadence.min(f64::from(w.end_day - w.start_day));
         w.start_day + rng.gen_range(0.0..span) as i32
     };
-    let dropout_day = (rng.gen_bool(cfg.dropout_rate) && first_day + 1 < w.end_day)
-        .then(|| rng.gen_range(first_day + 1..w.end_day));
+    let risk = Risk::draw(
+        w,
+        idx,
+        risk::Traits {
+            dealer,
+            in_region,
+            fleet,
+            class,
+            purchase_day,
+            new_buyer,
+            first_day,
+        },
+    );
+    let dropout_day = risk.dropout.map(|d| d.0);
+    let cause = risk.dropout.map(|d| d.1);
     let dropout_s = dropout_day.map_or(i64::MAX, |d| i64::from(d) * DAY_S);
     let mut sim = Sim {
         w,
@@ -266,12 +286,13 @@ pub(super) fn new_customer(w: &World, idx: u32, out: &mut Vec<Ev>, ctr: &mut Cou
             phone,
             vin,
             dropout_day,
+            cause,
         },
         odo,
         factor: MODELS[model].factor,
         stop_s: dropout_s.min(w.end_s),
         dropout_s,
-        warranty_end_day: add_months(purchase_day, 36),
+        warranty_end_day: add_months(purchase_day, risk::WARRANTY_MONTHS),
         eff_cadence,
         loyal,
         in_region,
@@ -282,6 +303,9 @@ pub(super) fn new_customer(w: &World, idx: u32, out: &mut Vec<Ev>, ctr: &mut Cou
         ew_offered: false,
         plan_until: i32::MIN,
         member_until: i32::MIN,
+        initial_plan: risk.initial_plan,
+        takes_extended_warranty: risk.takes_extended_warranty,
+        major_repairs: risk.major_repairs,
         rng,
     };
     sim.c.cadence_days = sim.eff_cadence.round() as u32;

@@ -10,7 +10,12 @@
 //!   configured disorder, late deliveries and dirty records, ending with a `tick` record at
 //!   the end of the period;
 //! - [`GROUND_TRUTH_FILE`] (`ground_truth.csv`): one row per customer with the segment,
-//!   the visit cadence and the latent drop-out date.
+//!   the visit cadence, the latent drop-out date and its cause.
+//!
+//! The drop-out risk carries the seed documents' patterns (module `risk`): rising with
+//! vehicle age and jumping when the factory warranty ends, differing by dealer service
+//! quality, higher outside the dealer's service region, after a large repair bill without
+//! a maintenance plan, and by segment.
 //!
 //! The same [`GenConfig`] always produces byte-identical files: every customer draws from
 //! its own ChaCha stream of the seed, nothing iterates a hash map, and amounts are written
@@ -28,7 +33,8 @@
 //! - `config`: [`GenConfig`], its validation, [`GenProgress`], [`GenSummary`],
 //!   [`GenerateError`];
 //! - `catalogue`, `calendar`: brands and models; days, months, the Spring Festival;
-//! - `customer`, `sim`, `contract`: the population and the simulation of one customer;
+//! - `customer`, `risk`, `sim`, `contract`: the population, the latent drop-out risk and
+//!   the simulation of one customer;
 //! - `event`: the compact event model and the dirty-data injection;
 //! - `ids`, `format`, `render`: VINs, phones and ids; fixed-format writers; JSON lines;
 //! - `plan`: all customers and events of a run and the writers of both files.
@@ -43,6 +49,7 @@ mod format;
 mod ids;
 mod plan;
 mod render;
+mod risk;
 mod sim;
 #[cfg(test)]
 mod tests;
@@ -61,7 +68,10 @@ pub const EVENTS_FILE: &str = "events.jsonl";
 /// Name of the ground-truth file written into the output directory.
 pub const GROUND_TRUTH_FILE: &str = "ground_truth.csv";
 /// Header line of the ground-truth file.
-pub const GROUND_TRUTH_HEADER: &str = "customer_id,dealer_id,segment,cadence_days,dropout_date";
+/// `cause` names the dominant driver of the drop-out (empty without one): `warranty_end`,
+/// `dealer_quality`, `out_of_region`, `segment`, `price_shock` or `baseline`.
+pub const GROUND_TRUTH_HEADER: &str =
+    "customer_id,dealer_id,segment,cadence_days,dropout_date,cause";
 
 /// Generates the synthetic history described by `cfg` into `out_dir` (created if missing)
 /// and returns what was written. `progress` is called at most about every 1% of the work.

@@ -115,6 +115,10 @@ impl Plan {
             if let Some(d) = c.dropout_day {
                 push_date(&mut line, d);
             }
+            line.push(',');
+            if let Some(cause) = c.cause {
+                line.push_str(cause.as_str());
+            }
             line.push('\n');
             w.write_all(line.as_bytes())?;
         }

@@ -1,6 +1,11 @@
 //! The simulation of one customer's history: regular trips with their repair orders and
 //! visits, maintenance by the manufacturer's schedule, recalls, seasonal moves,
-//! accidents and unscheduled visits, and the drift before a drop-out.
+//! accidents, major repairs out of warranty and unscheduled visits, and the drift before
+//! a drop-out (none before a price shock: that customer leaves after the bill).
+//!
+//! The drop-out and the choices it depends on (an initial maintenance plan, taking the
+//! extended warranty, the major repairs) come drawn from [`super::risk`]; the simulation
+//! honours them: a customer who leaves after a price shock signs no maintenance plan.
 //!
 //! It may touch the customer being simulated, its random stream, the world and the id
 //! counters; events go through [`Sim::push`] and contracts through [`super::contract`].
@@ -10,10 +15,14 @@ use super::calendar::{
 };
 use super::customer::{Counters, Customer, Odo, World};
 use super::event::{Body, Ev};
+use super::risk::Cause;
 use crate::core::event::{ContractType, RoType, VisitType};
 use chrono::Datelike;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
+
+/// Range of a major repair's bill in yuan (before the model's price factor).
+pub(super) const MAJOR_REPAIR_YUAN: (f64, f64) = (4_000.0, 15_000.0);
 
 /// The simulation of one customer.
 pub(super) struct Sim<'a> {
@@ -40,6 +49,12 @@ pub(super) struct Sim<'a> {
     pub(super) ew_offered: bool,
     pub(super) plan_until: i32,
     pub(super) member_until: i32,
+    /// Holds a maintenance plan from the purchase or the period start.
+    pub(super) initial_plan: bool,
+    /// Takes the extended warranty when offered.
+    pub(super) takes_extended_warranty: bool,
+    /// Days of major repairs out of warranty (emitted when before the drop-out).
+    pub(super) major_repairs: Vec<i32>,
 }
 
 impl<'a> Sim<'a> {
@@ -66,12 +81,26 @@ impl<'a> Sim<'a> {
             RoType::Accessories => (200.0, 3000.0, 0.05, 0.2),
         };
         let total = if ro_type == RoType::Accident {
-            // Accident repairs are heavy-tailed: log-uniform over the range.
-            let x = self.rng.gen_range(lo.ln()..hi.ln()).exp();
-            (x * self.factor * 100.0).round() as u32
+            self.log_uniform_cents(lo, hi)
         } else {
             self.cents(lo, hi)
         };
+        self.push_ro(t, ro_type, total, labor_lo, labor_hi);
+    }
+
+    /// Heavy-tailed amounts: log-uniform over the range (yuan), in cents.
+    fn log_uniform_cents(&mut self, lo: f64, hi: f64) -> u32 {
+        let x = self.rng.gen_range(lo.ln()..hi.ln()).exp();
+        (x * self.factor * 100.0).round() as u32
+    }
+
+    /// A major general repair out of warranty (engine, gearbox, suspension): a large bill.
+    pub(super) fn major_repair(&mut self, t: i64) {
+        let total = self.log_uniform_cents(MAJOR_REPAIR_YUAN.0, MAJOR_REPAIR_YUAN.1);
+        self.push_ro(t, RoType::GeneralRepair, total, 0.25, 0.45);
+    }
+
+    fn push_ro(&mut self, t: i64, ro_type: RoType, total: u32, labor_lo: f64, labor_hi: f64) {
         let labor_cents =
             (f64::from(total) * self.rng.gen_range(labor_lo..labor_hi)).round() as u32;
         let km = self.odo.km_at(t).round() as u32;
@@ -209,7 +238,7 @@ impl<'a> Sim<'a> {
         let sign_at = t + self.rng.gen_range(20..=90) * 60;
         if under_warranty && !self.ew_offered && self.warranty_end_day - day <= 120 {
             self.ew_offered = true;
-            if self.rng.gen_bool(0.3) {
+            if self.takes_extended_warranty {
                 let months = [12, 24, 36][self.rng.gen_range(0..3)];
                 let end = add_months(self.warranty_end_day, months);
                 self.contract_chain(
@@ -220,7 +249,11 @@ impl<'a> Sim<'a> {
                     0.1,
                 );
             }
-        } else if maintenance && self.plan_until <= day && self.rng.gen_bool(0.05) {
+        } else if maintenance
+            && self.plan_until <= day
+            && self.c.cause != Some(Cause::PriceShock)
+            && self.rng.gen_bool(0.05)
+        {
             let months = if self.rng.gen_bool(0.5) { 12 } else { 24 };
             self.plan_until = self.contract_chain(
                 ContractType::MaintenancePlan,
@@ -314,7 +347,7 @@ impl<'a> Sim<'a> {
                     0.82,
                 );
             }
-            if self.rng.gen_bool(0.2) {
+            if self.initial_plan {
                 let months = if self.rng.gen_bool(0.5) { 12 } else { 24 };
                 self.plan_until = self.contract_chain(
                     ContractType::MaintenancePlan,
@@ -345,7 +378,8 @@ impl<'a> Sim<'a> {
         } else {
             self.business_time(first_trip_day)
         };
-        let drift_days = if self.dropout_s < i64::MAX && self.rng.gen_bool(0.5) {
+        let abrupt = self.c.cause == Some(Cause::PriceShock);
+        let drift_days = if self.dropout_s < i64::MAX && !abrupt && self.rng.gen_bool(0.5) {
             self.rng.gen_range(180.0..540.0)
         } else {
             0.0
@@ -386,6 +420,17 @@ impl<'a> Sim<'a> {
                 }
                 let at = t + self.rng.gen_range(10..=40) * 60;
                 self.ro(at, RoType::Accident);
+            }
+        }
+        // Major repairs out of warranty; after a price shock the customer does not return.
+        for day in std::mem::take(&mut self.major_repairs) {
+            let t = self.business_time(day);
+            if t < self.stop_s {
+                if self.rng.gen_bool(0.7) {
+                    self.visit(t, VisitType::Service);
+                }
+                let at = t + self.rng.gen_range(10..=40) * 60;
+                self.major_repair(at);
             }
         }
         let event_rate = 0.15

@@ -4,8 +4,9 @@
 
 use super::calendar::{date_of, spring_festival, DAY_S};
 use super::catalogue::MODELS;
-use super::event::{Delivery, Dirty, LineTag};
+use super::event::{Body, Delivery, Dirty, LineTag};
 use super::ids::vin_check_digit;
+use super::risk::Cause;
 use super::*;
 use crate::core::event::{
     decode_json_line, ContractAction, ContractType, EventBody, Input, InvalidEvent, RoType,
@@ -251,7 +252,7 @@ fn ground_truth_has_a_row_per_customer_and_dropouts_stop_visiting() {
     let (start_date, end_date) = (cfg.start.to_date_string(), cfg.end().to_date_string());
     let mut dropout = BTreeMap::new();
     for (i, r) in rows.iter().enumerate() {
-        assert_eq!(r.len(), 5, "{r:?}");
+        assert_eq!(r.len(), 6, "{r:?}");
         assert_eq!(r[0], format!("C{:08}", i + 1));
         assert!(r[1].starts_with('D') && r[1].len() == 5, "{r:?}");
         assert!(
@@ -353,7 +354,7 @@ fn histories_are_realistic() {
                 let range = match r.ro_type {
                     RoType::Maintenance => 400.0 * 0.85..1500.0 * 1.8,
                     RoType::Accident => 2000.0 * 0.85..20000.0 * 1.8,
-                    RoType::GeneralRepair => 500.0 * 0.85..5000.0 * 1.8,
+                    RoType::GeneralRepair => 500.0 * 0.85..15000.0 * 1.8,
                     _ => 80.0 * 0.85..5000.0 * 1.8,
                 };
                 assert!(range.contains(&r.total_amount), "{line}");
@@ -477,4 +478,199 @@ fn progress_is_rate_limited_and_completes() {
     };
     generate(&one, &tmp.path().join("one"), &mut |p| calls.push(p)).unwrap();
     assert_eq!(calls.last(), Some(&GenProgress { done: 2, total: 2 }));
+}
+
+/// Churn rates of one grouping: group → (customer-years in the base, churned).
+type ChurnBy = BTreeMap<String, (u64, u64)>;
+
+/// Churn as the backtest measures it, judged from the generated events alone: for every
+/// 1 January after the first year of the period, each customer who visited (a repair
+/// order or a dealer visit) in the 12 months before it is a customer-year of the base,
+/// and churned when no visit came in the 12 months after it. Grouped by vehicle-age band
+/// at that date, by dealer and by region (out of region when any of the customer's
+/// visits says so).
+fn churn_from_events(plan: &Plan) -> (ChurnBy, ChurnBy, ChurnBy) {
+    let cfg = &plan.world.cfg;
+    let n = plan.customers.len();
+    let mut visits: Vec<Vec<i32>> = vec![Vec::new(); n];
+    let mut out_of_region = vec![false; n];
+    for e in &plan.events {
+        let day = ((plan.world.base_s + i64::from(e.time)).div_euclid(DAY_S)) as i32;
+        match e.body {
+            Body::Ro { .. } => visits[e.cust as usize].push(day),
+            Body::Visit { region, .. } => {
+                visits[e.cust as usize].push(day);
+                out_of_region[e.cust as usize] |= region == 1;
+            }
+            Body::Contract { .. } => {}
+        }
+    }
+    let (mut by_age, mut by_dealer, mut by_region) =
+        (ChurnBy::new(), ChurnBy::new(), ChurnBy::new());
+    for k in 1..cfg.years {
+        let at = cfg.start.add_months(12 * k).epoch_day();
+        let next = cfg.start.add_months(12 * (k + 1)).epoch_day();
+        let before = cfg.start.add_months(12 * (k - 1)).epoch_day();
+        for (i, c) in plan.customers.iter().enumerate() {
+            let v = &visits[i];
+            if !v.iter().any(|d| (before..at).contains(d)) {
+                continue;
+            }
+            let churned = u64::from(!v.iter().any(|d| (at..next).contains(d)));
+            let age = f64::from(at - c.purchase_day) / 365.25;
+            let band = match age {
+                a if a < 1.0 => "0-1y",
+                a if a < 2.0 => "1-2y",
+                a if a < 3.0 => "2-3y",
+                a if a < 4.0 => "3-4y",
+                a if a < 5.0 => "4-5y",
+                a if a < 7.0 => "5-7y",
+                _ => "7y+",
+            };
+            let region = if out_of_region[i] { "out" } else { "in" };
+            for (map, key) in [
+                (&mut by_age, band.to_string()),
+                (&mut by_dealer, format!("D{:04}", c.dealer + 1)),
+                (&mut by_region, region.to_string()),
+            ] {
+                let e = map.entry(key).or_default();
+                e.0 += 1;
+                e.1 += churned;
+            }
+        }
+    }
+    (by_age, by_dealer, by_region)
+}
+
+fn churn_rate(by: &ChurnBy, key: &str) -> f64 {
+    let (base, churned) = by[key];
+    churned as f64 / base as f64
+}
+
+#[test]
+fn churn_carries_the_seed_patterns_age_warranty_dealer_region() {
+    // 4,000 customers of 8 dealers over 5 years: about 12,000 customer-years in the base.
+    let cfg = GenConfig {
+        customers: 4000,
+        dealers: 8,
+        years: 5,
+        dirty_rate: 0.0,
+        ..small(17)
+    };
+    let mut cb = |_: GenProgress| {};
+    let mut prog = Progress::new(&mut cb, cfg.customers * 2);
+    let plan = Plan::build(&cfg, &mut prog);
+    let (by_age, by_dealer, by_region) = churn_from_events(&plan);
+    let show = |by: &ChurnBy| {
+        by.iter()
+            .map(|(k, (b, c))| format!("{k}: {:.1}% of {b}", 100.0 * *c as f64 / *b as f64))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let why = format!(
+        "age: {}\ndealer: {}\nregion: {}",
+        show(&by_age),
+        show(&by_dealer),
+        show(&by_region)
+    );
+    eprintln!("{why}");
+    let age = |k| churn_rate(&by_age, k);
+    // Rising with age, a clear step once the 36-month warranty has ended.
+    let under = (age("0-1y") + age("1-2y")) / 2.0;
+    let after = (age("3-4y") + age("4-5y")) / 2.0;
+    assert!(age("0-1y") < age("1-2y") * 1.15, "{why}");
+    assert!(after > 1.5 * under, "no step after the warranty end\n{why}");
+    assert!(age("3-4y") > 1.3 * age("1-2y"), "{why}");
+    assert!(age("5-7y") > 0.95 * age("3-4y"), "{why}");
+    assert!(age("7y+") > age("4-5y"), "{why}");
+    // Dealers differ clearly: the worst loses at least 1.8 times as many as the best.
+    let rates: Vec<f64> = by_dealer
+        .values()
+        .filter(|(b, _)| *b >= 300)
+        .map(|(b, c)| *c as f64 / *b as f64)
+        .collect();
+    assert!(rates.len() >= 6, "{why}");
+    let (lo, hi) = rates
+        .iter()
+        .fold((f64::MAX, 0.0f64), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
+    assert!(hi >= 1.8 * lo, "worst dealer {hi:.3}, best {lo:.3}\n{why}");
+    // Customers outside the dealer's service region churn more.
+    assert!(
+        churn_rate(&by_region, "out") > 1.3 * churn_rate(&by_region, "in"),
+        "{why}"
+    );
+}
+
+#[test]
+fn ground_truth_names_the_cause_and_a_price_shock_follows_a_bill_without_a_plan() {
+    let cfg = GenConfig {
+        customers: 1500,
+        years: 5,
+        dirty_rate: 0.0,
+        ..small(29)
+    };
+    let (plan, _, _) = render(&cfg);
+    let mut causes: BTreeMap<&str, u64> = BTreeMap::new();
+    for c in &plan.customers {
+        assert_eq!(c.dropout_day.is_some(), c.cause.is_some());
+        if let Some(cause) = c.cause {
+            *causes.entry(cause.as_str()).or_default() += 1;
+        }
+    }
+    for cause in Cause::ALL {
+        assert!(causes.contains_key(cause.as_str()), "{causes:?}");
+    }
+    let dropouts: u64 = causes.values().sum();
+    let share = dropouts as f64 / cfg.customers as f64;
+    assert!((0.28..0.45).contains(&share), "dropout share {share}");
+    // After a price shock the last visit is a large general repair the day before the
+    // drop-out, and the customer never held a maintenance plan or extended warranty.
+    let mut last: Vec<Option<(i32, Body)>> = vec![None; plan.customers.len()];
+    let mut covered = vec![false; plan.customers.len()];
+    for e in &plan.events {
+        let day = ((plan.world.base_s + i64::from(e.time)).div_euclid(DAY_S)) as i32;
+        match e.body {
+            Body::Contract { contract_type, .. } => {
+                covered[e.cust as usize] |= matches!(
+                    contract_type,
+                    ContractType::MaintenancePlan | ContractType::ExtendedWarranty
+                );
+            }
+            b => {
+                let l = &mut last[e.cust as usize];
+                let big = |b: &Body| {
+                    matches!(b, Body::Ro { ro_type: RoType::GeneralRepair, labor_cents, parts_cents, .. }
+                        if labor_cents + parts_cents >= 300_000)
+                };
+                // Of the events of the last day, keep the largest repair.
+                if l.is_none_or(|(d, lb)| d < day || (d == day && !big(&lb))) {
+                    *l = Some((day, b));
+                }
+            }
+        }
+    }
+    let mut shocks = 0;
+    for (i, c) in plan.customers.iter().enumerate() {
+        if c.cause != Some(Cause::PriceShock) {
+            continue;
+        }
+        shocks += 1;
+        let (day, body) = last[i].unwrap();
+        assert_eq!(Some(day + 1), c.dropout_day, "customer {i}");
+        let Body::Ro {
+            ro_type: RoType::GeneralRepair,
+            labor_cents,
+            parts_cents,
+            ..
+        } = body
+        else {
+            panic!("customer {i}: last {body:?}")
+        };
+        assert!(
+            labor_cents + parts_cents >= 300_000,
+            "customer {i}: {body:?}"
+        );
+        assert!(!covered[i], "customer {i} held a plan");
+    }
+    assert!(shocks >= 10, "{causes:?}");
 }

@@ -184,6 +184,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t.len(), 2);
+        // The generator's header with the cause column: extra columns are ignored.
+        let with_cause = Truth::parse(
+            "customer_id,dealer_id,segment,cadence_days,dropout_date,cause\n\
+             C0,D,p,90,2024-03-01,warranty_end\nC1,D,p,90,,\n",
+        )
+        .unwrap();
+        assert_eq!(with_cause.dropout("C0"), t.dropout("C0"));
+        assert_eq!(with_cause.dropout("C1"), None);
         assert!(Truth::parse("a,b\n").is_err());
         assert_eq!(
             Truth::parse("customer_id,dropout_date\nC0,2024-13-01\n")
