@@ -6,9 +6,12 @@
 //! in chunks shared by reference, to one in-memory [`Driver`] per policy, each on a
 //! thread of its own (a backtest needs no crash safety: nothing is stored on disk).
 //! The same thread gathers the [`History`] (visits, dealer, region, vehicle) the
-//! evaluation reads. Then, per policy: [`eval`] (precision, came back, recall, lead
-//! time, workload), [`segments`] (segment matrix, lifecycle flows), and with a ground
-//! truth [`truth`]; once for all: [`kpis`]. [`report`] writes `summary.json`, CSV
+//! evaluation reads. Each engine thread keeps its policy's status changes per customer
+//! and takes the monthly segment matrices as stream time passes each month's start,
+//! refreshing only the customers its engine changed since the previous one. Then, per
+//! policy: [`eval`] (precision, came back, recall, lead time, workload), [`segments`]
+//! (segment matrix, lifecycle flows), and with a ground truth [`truth`]; once for all:
+//! [`kpis`] — each of these on a thread of its own. [`report`] writes `summary.json`, CSV
 //! tables and `report.html`.
 //!
 //! This edge reads the input files and (in [`report`]) writes the report directory;
@@ -663,12 +666,23 @@ pub fn run(
         }
     }
 
-    let results = policies
-        .iter()
-        .zip(runs)
-        .map(|(p, run)| judge_policy(p, run, &history, window, truth.as_ref()))
-        .collect();
-    let kpis = kpis::compute(&history, opts.from, end);
+    // The judging of each policy and the KPIs are independent: each on a thread.
+    let (results, kpis) = std::thread::scope(|s| {
+        let history = &history;
+        let truth = truth.as_ref();
+        let kpis = s.spawn(move || kpis::compute(history, opts.from, end));
+        let judged: Vec<_> = policies
+            .iter()
+            .zip(runs)
+            .map(|(p, run)| s.spawn(move || judge_policy(p, run, history, window, truth)))
+            .collect();
+        let results: Vec<PolicyResult> = judged
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect();
+        let kpis = kpis.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+        (results, kpis)
+    });
     Ok(Backtest {
         inputs: opts
             .inputs
