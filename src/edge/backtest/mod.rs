@@ -382,10 +382,35 @@ impl Snapshots {
             customers: all.0,
             value: all.1,
         });
+        if cfg!(debug_assertions) {
+            self.check_against_every_customer(driver, w);
+        }
         while m.start() <= w {
             m = m.offset(1);
         }
         self.next_month = Some(m);
+    }
+
+    /// Debug builds: the last snapshot equals the matrices of every customer looked up
+    /// in the engine (what a snapshot was before it followed the changed customers).
+    fn check_against_every_customer(&self, driver: &Driver<MemKv>, w: Ts) {
+        let mut ids = vec![""; self.placed.len()];
+        for (id, &i) in &self.index {
+            ids[i] = id;
+        }
+        let engine = driver.engine();
+        let full = segments::matrix_at(
+            &month_of(w).to_string(),
+            ids.iter().filter_map(|id| {
+                let s = engine.cached(id)?;
+                Some((s.dealer_id.as_str(), s.status?, s.window_spend()))
+            }),
+        );
+        let last = &self.matrices[self.matrices.len() - full.len()..];
+        assert!(
+            last == full.as_slice(),
+            "incremental segment snapshot differs"
+        );
     }
 }
 
