@@ -295,6 +295,12 @@ impl<K: Kv> Driver<K> {
         self.engine.counters()
     }
 
+    /// The customers changed since the last call, each once (see
+    /// [`Engine::take_changed`]; only for a driver that never commits).
+    pub fn take_changed(&mut self, each: impl FnMut(&crate::core::state::CustomerState)) {
+        self.engine.take_changed(each);
+    }
+
     /// Records handled since the last commit.
     pub fn since_commit(&self) -> usize {
         self.since_commit

@@ -693,6 +693,22 @@ impl Engine {
         Ok(d)
     }
 
+    /// Hands every customer changed since the last call (or the last
+    /// [`Engine::take_dirty`]) to `each`, once, in the order they changed, and marks
+    /// them clean. For an engine that is never committed (the backtest follows this way
+    /// whose status may have moved): it skips a commit's timer bookkeeping, so do not mix
+    /// it with commits.
+    pub fn take_changed(&mut self, mut each: impl FnMut(&CustomerState)) {
+        for id in self.dirty.drain(..) {
+            let e = self
+                .cache
+                .get_mut(&id)
+                .expect("dirty customers stay cached");
+            e.dirty = false;
+            each(&e.state);
+        }
+    }
+
     /// The engine meta as it stands.
     pub fn meta(&self) -> EngineMeta {
         EngineMeta {

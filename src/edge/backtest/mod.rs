@@ -6,9 +6,12 @@
 //! in chunks shared by reference, to one in-memory [`Driver`] per policy, each on a
 //! thread of its own (a backtest needs no crash safety: nothing is stored on disk).
 //! The same thread gathers the [`History`] (visits, dealer, region, vehicle) the
-//! evaluation reads. Then, per policy: [`eval`] (precision, came back, recall, lead
-//! time, workload), [`segments`] (segment matrix, lifecycle flows), and with a ground
-//! truth [`truth`]; once for all: [`kpis`]. [`report`] writes `summary.json`, CSV
+//! evaluation reads. Each engine thread keeps its policy's status changes per customer
+//! and takes the monthly segment matrices as stream time passes each month's start,
+//! refreshing only the customers its engine changed since the previous one. Then, per
+//! policy: [`eval`] (precision, came back, recall, lead time, workload), [`segments`]
+//! (segment matrix, lifecycle flows), and with a ground truth [`truth`]; once for all:
+//! [`kpis`] — each of these on a thread of its own. [`report`] writes `summary.json`, CSV
 //! tables and `report.html`.
 //!
 //! This edge reads the input files and (in [`report`]) writes the report directory;
@@ -24,6 +27,7 @@ pub mod sweep;
 pub mod truth;
 
 use crate::codec::avro::{self, AvroError};
+use crate::core::engine::Counters;
 use crate::core::event::{decode_json_line, Input, InvalidEvent, Validated};
 use crate::core::kpi::{month_of, Month};
 use crate::core::policy::Policy;
@@ -251,11 +255,163 @@ struct Chunk {
 
 /// Per-policy output of an engine thread.
 struct EngineRun {
-    driver: Driver<MemKv>,
-    changes: HashMap<String, Vec<Change>>,
+    /// Every customer's status changes, in the order customers first appeared (the
+    /// order of [`History::customers`]), each sorted by time.
+    changes: Vec<Vec<Change>>,
     emitted: u64,
     matrices: Vec<MatrixAt>,
     rejected: u64,
+    /// The segment matrix at the end of the history.
+    segment_matrix: Vec<Cell>,
+    counters: Counters,
+}
+
+/// A customer's place in the segment matrix as of the last snapshot: dealer (an index
+/// into [`Snapshots::dealers`]), cell ([`segments::cell_index`]) and value.
+#[derive(Clone, Copy)]
+struct Placed {
+    dealer: u32,
+    cell: u8,
+    value: f64,
+}
+
+/// The monthly segment matrices, kept up to date from the customers the engine changed
+/// since the last snapshot rather than by looking up every customer every month.
+struct Snapshots {
+    /// Per customer (in order of first appearance): where it stood at the last
+    /// snapshot; None while its engine holds no status for it.
+    placed: Vec<Option<Placed>>,
+    /// Customer id → index in `placed`.
+    index: HashMap<String, usize>,
+    /// Dealer ids seen, and their indices.
+    dealers: Vec<String>,
+    dealer_index: HashMap<String, u32>,
+    next_month: Option<Month>,
+    matrices: Vec<MatrixAt>,
+}
+
+impl Snapshots {
+    fn new() -> Self {
+        Snapshots {
+            placed: Vec::new(),
+            index: HashMap::new(),
+            dealers: Vec::new(),
+            dealer_index: HashMap::new(),
+            next_month: None,
+            matrices: Vec::new(),
+        }
+    }
+
+    /// Takes in customers first seen in a chunk (before its records reach the engine).
+    fn add_customers(&mut self, ids: &[String]) {
+        for id in ids {
+            self.index.insert(id.clone(), self.placed.len());
+            self.placed.push(None);
+        }
+    }
+
+    /// Takes the segment matrix each time stream time passes the start of a month:
+    /// per dealer (in dealer id order) and for all, every customer the engine holds a
+    /// status for counted in order of first appearance — as [`segments::matrix_at`]
+    /// counts them, so the sums are the same to the last bit.
+    fn snap(&mut self, driver: &mut Driver<MemKv>) {
+        let Some(w) = driver.engine().watermark() else {
+            return;
+        };
+        let Some(mut m) = self.next_month else {
+            self.next_month = Some(month_of(w).offset(1));
+            return;
+        };
+        if w < m.start() {
+            return;
+        }
+        let Snapshots {
+            placed,
+            index,
+            dealers,
+            dealer_index,
+            ..
+        } = self;
+        driver.take_changed(|s| {
+            let Some(&i) = index.get(s.customer_id.as_str()) else {
+                debug_assert!(false, "the engine holds a customer never read");
+                return;
+            };
+            placed[i] = s.status.map(|status| {
+                let dealer = match dealer_index.get(s.dealer_id.as_str()) {
+                    Some(&d) => d,
+                    None => {
+                        let d = dealers.len() as u32;
+                        dealers.push(s.dealer_id.clone());
+                        dealer_index.insert(s.dealer_id.clone(), d);
+                        d
+                    }
+                };
+                Placed {
+                    dealer,
+                    cell: segments::cell_index(&status) as u8,
+                    value: s.window_spend(),
+                }
+            });
+        });
+        let mut by = vec![([0u64; 9], [0f64; 9]); dealers.len()];
+        let mut all = ([0u64; 9], [0f64; 9]);
+        for p in placed.iter().flatten() {
+            let (i, d) = (usize::from(p.cell), &mut by[p.dealer as usize]);
+            d.0[i] += 1;
+            d.1[i] += p.value;
+            all.0[i] += 1;
+            all.1[i] += p.value;
+        }
+        let label = month_of(w).to_string();
+        let mut order: Vec<usize> = (0..dealers.len())
+            .filter(|&d| by[d].0.iter().any(|&n| n > 0))
+            .collect();
+        order.sort_unstable_by(|&a, &b| dealers[a].cmp(&dealers[b]));
+        for d in order {
+            self.matrices.push(MatrixAt {
+                month: label.clone(),
+                dealer: self.dealers[d].clone(),
+                customers: by[d].0,
+                value: by[d].1,
+            });
+        }
+        self.matrices.push(MatrixAt {
+            month: label,
+            dealer: kpis::ALL_DEALERS.to_string(),
+            customers: all.0,
+            value: all.1,
+        });
+        if cfg!(debug_assertions) {
+            self.check_against_every_customer(driver, w);
+        }
+        while m.start() <= w {
+            m = m.offset(1);
+        }
+        self.next_month = Some(m);
+    }
+
+    /// Debug builds: the last snapshot equals the matrices of every customer looked up
+    /// in the engine (what a snapshot was before it followed the changed customers).
+    fn check_against_every_customer(&self, driver: &Driver<MemKv>, w: Ts) {
+        let mut ids = vec![""; self.placed.len()];
+        for (id, &i) in &self.index {
+            ids[i] = id;
+        }
+        let engine = driver.engine();
+        let full = segments::matrix_at(
+            &month_of(w).to_string(),
+            ids.iter().filter_map(|id| {
+                let s = engine.cached(id)?;
+                Some((s.dealer_id.as_str(), s.status?, s.window_spend()))
+            }),
+        );
+        let last = &self.matrices[self.matrices.len() - full.len()..];
+        assert!(
+            last == full.as_slice(),
+            "incremental segment snapshot differs"
+        );
+    }
 }
 
 fn run_engine(
@@ -267,7 +423,7 @@ fn run_engine(
     let mut driver = Driver::open(MemStore::in_memory(), policy)?;
     driver.set_latest(latest);
     let mut out = Outputs::default();
-    let mut changes: HashMap<String, Vec<Change>> = HashMap::new();
+    let mut changes: Vec<Vec<Change>> = Vec::new();
     let mut emitted = 0u64;
     let origin = Origin {
         source: "backtest",
@@ -275,7 +431,8 @@ fn run_engine(
         position: 0,
     };
     let mut rejected = 0u64;
-    let mut take = |out: &mut Outputs| {
+    let mut snaps = Snapshots::new();
+    let mut take = |out: &mut Outputs, snaps: &Snapshots| {
         rejected += out
             .dead
             .drain(..)
@@ -286,71 +443,59 @@ fn run_engine(
             let Ok(at) = Ts::parse_rfc3339(&c.event_time) else {
                 continue;
             };
-            let ch = Change {
+            let Some(&i) = snaps.index.get(c.customer_id.as_str()) else {
+                continue;
+            };
+            if changes.len() <= i {
+                changes.resize_with(i + 1, Vec::new);
+            }
+            changes[i].push(Change {
                 at,
                 from: c.previous_level,
                 to: c.level,
                 from_lifecycle: c.previous_lifecycle,
                 to_lifecycle: c.lifecycle,
-            };
-            match changes.get_mut(c.customer_id.as_str()) {
-                Some(v) => v.push(ch),
-                None => {
-                    changes.insert(c.customer_id, vec![ch]);
-                }
-            }
+            });
         }
-    };
-    // Customers seen, and the segment matrix each time stream time passes the start
-    // of a month.
-    let mut ids: Vec<String> = Vec::new();
-    let mut matrices = Vec::new();
-    let mut next_month: Option<Month> = None;
-    let mut snap = |driver: &Driver<MemKv>, ids: &[String], next: &mut Option<Month>| {
-        let Some(w) = driver.engine().watermark() else {
-            return;
-        };
-        let Some(mut m) = *next else {
-            *next = Some(month_of(w).offset(1));
-            return;
-        };
-        if w < m.start() {
-            return;
-        }
-        let engine = driver.engine();
-        let label = month_of(w).to_string();
-        let statuses = ids.iter().filter_map(|id| {
-            let s = engine.cached(id)?;
-            Some((s.dealer_id.as_str(), s.status?, s.window_spend()))
-        });
-        matrices.extend(segments::matrix_at(&label, statuses));
-        while m.start() <= w {
-            m = m.offset(1);
-        }
-        *next = Some(m);
     };
     for chunk in rx {
         // Customers the engine has not seen yet are not in its cache: a snapshot
-        // inside the chunk skips them.
-        ids.extend(chunk.new_customers.iter().cloned());
+        // inside the chunk has no status for them.
+        snaps.add_customers(&chunk.new_customers);
         for v in &chunk.records {
             driver.handle(Ok(v.clone()), origin, b"", &mut out)?;
-            snap(&driver, &ids, &mut next_month);
+            snaps.snap(&mut driver);
         }
-        take(&mut out);
+        take(&mut out, &snaps);
     }
     if let Some(to) = to {
         driver.advance_to(to, &mut out)?;
     }
     driver.finish(&mut out)?;
-    snap(&driver, &ids, &mut next_month);
-    take(&mut out);
+    snaps.snap(&mut driver);
+    take(&mut out, &snaps);
+    changes.resize_with(snaps.placed.len(), Vec::new);
+    for ch in &mut changes {
+        // Emitted in time order, but a late event's correction may interleave.
+        ch.sort_by_key(|c| c.at);
+    }
+    // The final matrix, and the engine dropped here, on this thread.
+    let engine = driver.engine();
+    let mut ids = vec![""; snaps.placed.len()];
+    for (id, &i) in &snaps.index {
+        ids[i] = id;
+    }
+    let segment_matrix = segments::matrix(ids.iter().filter_map(|id| {
+        let s = engine.cached(id)?;
+        Some((s.status?, s.window_spend()))
+    }));
     Ok(EngineRun {
-        driver,
         changes,
         emitted,
-        matrices,
+        matrices: snaps.matrices,
         rejected,
+        segment_matrix,
+        counters: engine.counters().clone(),
     })
 }
 
@@ -546,12 +691,23 @@ pub fn run(
         }
     }
 
-    let results = policies
-        .iter()
-        .zip(runs)
-        .map(|(p, run)| judge_policy(p, run, &history, window, truth.as_ref()))
-        .collect();
-    let kpis = kpis::compute(&history, opts.from, end);
+    // The judging of each policy and the KPIs are independent: each on a thread.
+    let (results, kpis) = std::thread::scope(|s| {
+        let history = &history;
+        let truth = truth.as_ref();
+        let kpis = s.spawn(move || kpis::compute(history, opts.from, end));
+        let judged: Vec<_> = policies
+            .iter()
+            .zip(runs)
+            .map(|(p, run)| s.spawn(move || judge_policy(p, run, history, window, truth)))
+            .collect();
+        let results: Vec<PolicyResult> = judged
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect();
+        let kpis = kpis.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+        (results, kpis)
+    });
     Ok(Backtest {
         inputs: opts
             .inputs
@@ -571,44 +727,31 @@ pub fn run(
 
 fn judge_policy(
     p: &NamedPolicy,
-    mut run: EngineRun,
+    run: EngineRun,
     history: &History,
     window: Window,
     truth: Option<&Truth>,
 ) -> PolicyResult {
-    let mut changes: Vec<Vec<Change>> = history
-        .customers
-        .iter()
-        .map(|c| run.changes.remove(&c.id).unwrap_or_default())
-        .collect();
-    for ch in &mut changes {
-        // Emitted in time order, but a late event's correction may interleave.
-        ch.sort_by_key(|c| c.at);
-    }
+    let mut changes = run.changes;
+    changes.resize_with(history.len(), Vec::new);
     let evaluation = eval::evaluate(history, &changes, window);
-    let engine = run.driver.engine();
-    let statuses = history.customers.iter().filter_map(|c| {
-        let s = engine.cached(&c.id)?;
-        Some((s.status?, s.window_spend()))
-    });
-    let segment_matrix = segments::matrix(statuses);
     let first_month = window.from.map(|f| month_of(f).to_string());
-    let segment_matrix_monthly = std::mem::take(&mut run.matrices)
+    let segment_matrix_monthly = run
+        .matrices
         .into_iter()
         .filter(|m| first_month.as_ref().is_none_or(|f| m.month >= *f))
         .collect();
     let lifecycle_flows = segments::flows(&changes, window);
     let ground_truth = truth.map(|t| truth::judge(t, history, &changes, window));
-    let counters = engine.counters();
     PolicyResult {
         name: p.name.clone(),
         policy_toml: p.policy.to_toml(),
         status_changes: run.emitted,
-        duplicates: counters.duplicates,
-        late: counters.late,
+        duplicates: run.counters.duplicates,
+        late: run.counters.late,
         rejected: run.rejected,
         evaluation,
-        segment_matrix,
+        segment_matrix: run.segment_matrix,
         segment_matrix_monthly,
         lifecycle_flows,
         ground_truth,
