@@ -17,54 +17,10 @@
 //! `replay_scale` does) and reused.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Instant;
+#[path = "common/measure.rs"]
+mod measure;
 
-struct Run {
-    wall: f64,
-    cpu: f64,
-    rss_kib: u64,
-}
-
-/// Runs `cmd`, returning its wall time, CPU time and peak RSS; panics with its stderr
-/// on failure.
-fn measure(cmd: &mut Command) -> Run {
-    let started = Instant::now();
-    // Reaped by `wait4` below, which also reports the child's resource use.
-    #[allow(clippy::zombie_processes)]
-    let mut child = cmd
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start churnwatch");
-    let pid = child.id() as libc::pid_t;
-    // Read stderr to its end first (the child exits then), so a full pipe cannot block it.
-    let mut err = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        use std::io::Read;
-        let _ = e.read_to_string(&mut err);
-    }
-    let mut status = 0;
-    // SAFETY: rusage is plain data; wait4 fills it for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    let wall = started.elapsed().as_secs_f64();
-    assert_eq!(r, pid, "wait4 failed");
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "{cmd:?} failed: {err}"
-    );
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    Run {
-        wall,
-        cpu: secs(usage.ru_utime) + secs(usage.ru_stime),
-        rss_kib: usage.ru_maxrss as u64,
-    }
-}
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_churnwatch"))
-}
+use measure::{bin, measure, median, Run};
 
 /// The 50,000-customer history, generated once.
 fn history(dir: &Path) -> PathBuf {
@@ -125,11 +81,6 @@ fn backtest(work: &Path, input: &Path, policies: &[PathBuf]) -> Run {
         cmd.arg("--policy").arg(p);
     }
     measure(&mut cmd)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 struct Summary {

@@ -14,50 +14,10 @@
 //! set the targets) and reused.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Instant;
+#[path = "common/measure.rs"]
+mod measure;
 
-struct Run {
-    wall: f64,
-    rss_kib: u64,
-}
-
-/// Runs `cmd`, returning its wall time and peak RSS; panics with its stderr on failure.
-fn measure(cmd: &mut Command) -> Run {
-    let started = Instant::now();
-    // Reaped by `wait4` below, which also reports the child's peak RSS.
-    #[allow(clippy::zombie_processes)]
-    let mut child = cmd
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start churnwatch");
-    let pid = child.id() as libc::pid_t;
-    // Read stderr to its end first (the child exits then), so a full pipe cannot block it.
-    let mut err = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        use std::io::Read;
-        let _ = e.read_to_string(&mut err);
-    }
-    let mut status = 0;
-    // SAFETY: rusage is plain data; wait4 fills it for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    let wall = started.elapsed().as_secs_f64();
-    assert_eq!(r, pid, "wait4 failed");
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "{cmd:?} failed: {err}"
-    );
-    Run {
-        wall,
-        rss_kib: usage.ru_maxrss as u64,
-    }
-}
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_churnwatch"))
-}
+use measure::{bin, measure, median, Run};
 
 /// The history of `n` customers, generated once.
 fn history(dir: &Path, n: u64) -> (PathBuf, u64) {
@@ -112,11 +72,6 @@ fn replay(dir: &Path, input: &Path, engine: &str) -> Run {
     r
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let full = args.iter().any(|a| a == "--full");
@@ -154,8 +109,9 @@ fn main() {
             }
             let ratio = us / first_us.unwrap_or(us);
             let walls: Vec<String> = results.iter().map(|r| format!("{:.1}", r.wall)).collect();
+            let cpu = median(results.iter().map(|r| r.cpu).collect());
             println!(
-                "{n:>10} {records:>11} {engine:>6} {wall:>9.1} {:>11.0} {us:>10.2} {rss:>10.0} {ratio:>8.2}   (runs: {})",
+                "{n:>10} {records:>11} {engine:>6} {wall:>9.1} {:>11.0} {us:>10.2} {rss:>10.0} {ratio:>8.2}   (runs: {}; CPU median {cpu:.1} s)",
                 records as f64 / wall,
                 walls.join(", ")
             );
